@@ -1,0 +1,1 @@
+"""Private implementation of sepconv. Import from :mod:`sepconv` instead."""

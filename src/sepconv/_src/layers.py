@@ -1,0 +1,312 @@
+"""The TF1/slim layers: variables from :mod:`scope`, math from :mod:`ops`.
+
+Each layer call is all-or-nothing: if it raises, the graph's variables,
+collections and scope counters are restored (``Graph._atomic``).
+"""
+import numbers
+
+import torch
+
+from . import graph as graph_lib
+from . import ops, utils
+from .arg_scope import add_arg_scope
+from .initializers import ones_initializer, xavier_initializer, zeros_initializer
+from .scope import model_variable, variable_scope
+
+__all__ = ["batch_norm", "separable_conv2d", "separable_convolution2d"]
+
+_BATCH_NORM_PARAMS = ("beta", "gamma", "moving_mean", "moving_variance")
+
+
+def collect_named_outputs(collections, alias, outputs):
+    """Adds ``outputs`` to ``collections`` with ``alias`` appended to ``outputs.aliases``."""
+    if collections:
+        alias = alias[:-1] if alias.endswith("/") else alias
+        if hasattr(outputs, "aliases"):
+            outputs.aliases.append(alias)
+        else:
+            outputs.aliases = [alias]
+        graph_lib.add_to_collections(collections, outputs)
+    return outputs
+
+
+def _variable_collections(variables_collections, name):
+    if isinstance(variables_collections, dict):
+        return variables_collections.get(name)
+    return variables_collections
+
+
+def _check_collections(value, argument, allow_dict):
+    if value is None:
+        return None
+    if isinstance(value, dict) and allow_dict:
+        for key, names in value.items():
+            _check_collections(names, f"{argument}[{key!r}]", allow_dict=False)
+        return value
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        kinds = "a list of collection names" + (" or a dict of such lists" if allow_dict else "")
+        raise TypeError(f"Invalid {argument} {value!r}: expected {kinds}.")
+    return value
+
+
+def _check_variables_match(variables, inputs):
+    for variable in variables:
+        if variable is not None and variable.device != inputs.device:
+            raise ValueError(f"Variable {variable.name} is on device {variable.device}, but "
+                             f"inputs are on device {inputs.device}.")
+
+
+def _channels(inputs, data_format, argument="inputs"):
+    channels = inputs.shape[3] if data_format == "NHWC" else inputs.shape[1]
+    if channels == 0:
+        raise ValueError(f"Invalid {argument} shape {list(inputs.shape)}: the channel "
+                         "dimension must not be 0.")
+    return channels
+
+
+@add_arg_scope
+def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=1,
+                     padding="SAME", data_format="NHWC", rate=1, activation_fn=torch.relu,
+                     normalizer_fn=None, normalizer_params=None,
+                     weights_initializer=xavier_initializer(), weights_regularizer=None,
+                     biases_initializer=zeros_initializer(), biases_regularizer=None,
+                     reuse=None, variables_collections=None, outputs_collections=None,
+                     trainable=True, scope=None):
+    """Adds a depth-separable 2-D convolution with an optional normalizer, as TF 1.4.
+
+    A depthwise convolution (``depthwise_weights`` ``[kh, kw, cin, m]``) acts
+    on each channel; if ``num_outputs`` is not None a pointwise convolution
+    (``pointwise_weights`` ``[1, 1, cin*m, num_outputs]``) mixes channels.
+    Then ``biases`` are added if there is no ``normalizer_fn`` and
+    ``biases_initializer`` is not None, else ``normalizer_fn`` runs inside the
+    layer scope; finally ``activation_fn``.
+
+    Args:
+        inputs: 4-D torch tensor or numpy array in ``data_format``.
+        num_outputs: pointwise filters, or None to skip the pointwise stage.
+        kernel_size: int or ``[kernel_height, kernel_width]``.
+        depth_multiplier: depthwise output channels per input channel.
+        stride: int or pair; applies to the depthwise stage.
+        padding: ``'SAME'`` or ``'VALID'``, any case.
+        data_format: ``'NHWC'`` or ``'NCHW'``.
+        rate: int or pair of dilation rates; if any is above 1 both strides
+            must be 1.
+        activation_fn: callable or None for linear.
+        normalizer_fn: callable used instead of biases, e.g. :func:`batch_norm`.
+        normalizer_params: dict of keyword arguments for ``normalizer_fn``.
+        weights_initializer, weights_regularizer: for both weight variables.
+        biases_initializer: initializer of ``biases``; None skips biases.
+        biases_regularizer: regularizer of ``biases``.
+        reuse: reuse the layer's variables; needs ``scope``.
+        variables_collections: list of collection names for all variables,
+            or a dict with keys ``'weights'`` and ``'biases'``.
+        outputs_collections: collections the output is added to, with the
+            scope name appended to its ``aliases``.
+        trainable: whether the variables are trainable.
+        scope: variable scope name; default ``SeparableConv2d`` made unique.
+
+    Returns:
+        A tensor of the input's dtype and device, in ``data_format``.
+
+    Raises:
+        ValueError: if ``data_format`` is invalid, ``padding`` is unknown, a
+            rate and a stride are both above 1, the input is too small for
+            VALID padding, or reuse/shape rules of the variables are broken.
+        TypeError: if an argument has the wrong type.
+
+    Shape:
+        - Input: ``(N, H, W, C)`` (NHWC) or ``(N, C, H, W)`` (NCHW).
+        - Output: channels ``num_outputs`` or ``C * depth_multiplier``;
+          SAME: ``H_out = ceil(H / stride)``; VALID:
+          ``H_out = floor((H - (kh - 1) * rate - 1) / stride) + 1``.
+
+    Example:
+        >>> import sepconv as sc, torch
+        >>> with sc.Graph().as_default():
+        ...     y = sc.separable_conv2d(torch.ones(1, 8, 8, 3), 4, [3, 3], 2, stride=2)
+        ...     [v.name for v in sc.global_variables()]
+        ['SeparableConv2d/depthwise_weights:0', 'SeparableConv2d/pointwise_weights:0', 'SeparableConv2d/biases:0']
+        >>> tuple(y.shape)
+        (1, 4, 4, 4)
+    """
+    utils.data_format(data_format)
+    padding = utils.padding_mode(padding)
+    kernel = utils.pair(kernel_size, "kernel_size")
+    strides = utils.pair(stride, "stride")
+    rates = utils.pair(rate, "rate")
+    multiplier = utils.positive_int(depth_multiplier, "depth_multiplier")
+    if num_outputs is not None:
+        num_outputs = utils.positive_int(num_outputs, "num_outputs")
+    utils.check_callable(activation_fn, "activation_fn")
+    utils.check_callable(normalizer_fn, "normalizer_fn")
+    _check_params(normalizer_params, "normalizer_params")
+    utils.check_callable(weights_initializer, "weights_initializer", allow_none=False)
+    utils.check_callable(weights_regularizer, "weights_regularizer")
+    utils.check_callable(biases_initializer, "biases_initializer")
+    utils.check_callable(biases_regularizer, "biases_regularizer")
+    _check_collections(variables_collections, "variables_collections", allow_dict=True)
+    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    utils.check_bool(trainable, "trainable")
+    x = utils.to_tensor(inputs)
+    channels = _channels(x, data_format)
+    spatial = x.shape[1:3] if data_format == "NHWC" else x.shape[2:4]
+    ops.conv_geometry(tuple(spatial), kernel, strides, rates, padding)
+
+    with graph_lib.get_default_graph()._atomic():
+        with variable_scope(scope, "SeparableConv2d", reuse=reuse) as layer_scope:
+            create = dict(dtype=x.dtype, trainable=trainable, device=x.device)
+            weights_collections = _variable_collections(variables_collections, "weights")
+            depthwise = model_variable(
+                "depthwise_weights", [kernel[0], kernel[1], channels, multiplier],
+                initializer=weights_initializer, regularizer=weights_regularizer,
+                collections=weights_collections, **create)
+            pointwise = None
+            if num_outputs is not None:
+                pointwise = model_variable(
+                    "pointwise_weights", [1, 1, channels * multiplier, num_outputs],
+                    initializer=weights_initializer, regularizer=weights_regularizer,
+                    collections=weights_collections, **create)
+            biases = None
+            if normalizer_fn is None and biases_initializer is not None:
+                biases = model_variable(
+                    "biases", [num_outputs or channels * multiplier],
+                    initializer=biases_initializer, regularizer=biases_regularizer,
+                    collections=_variable_collections(variables_collections, "biases"), **create)
+            _check_variables_match((depthwise, pointwise, biases), x)
+            outputs = ops.separable_conv2d(x, depthwise, pointwise, biases, stride=strides,
+                                           rate=rates, padding=padding, data_format=data_format)
+            if normalizer_fn is not None:
+                outputs = normalizer_fn(outputs, **(normalizer_params or {}))
+            if activation_fn is not None:
+                outputs = activation_fn(outputs)
+            return collect_named_outputs(outputs_collections, layer_scope.name, outputs)
+
+
+separable_convolution2d = separable_conv2d
+
+
+def _check_params(params, argument, allowed=None):
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise TypeError(f"Invalid {argument} {params!r}: expected a dict or None.")
+    if allowed is not None:
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(f"Invalid {argument} keys {unknown}, should be among {sorted(allowed)}.")
+    return params
+
+
+def _check_training(is_training):
+    if isinstance(is_training, torch.Tensor) and is_training.numel() == 1 and not is_training.dtype.is_floating_point:
+        return bool(is_training)
+    if not isinstance(is_training, bool):
+        raise TypeError(f"Invalid is_training {is_training!r}: expected a bool or a scalar bool tensor.")
+    return is_training
+
+
+def _check_fraction(value, argument, low, high, high_inclusive):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {argument} {value!r}: expected a float.")
+    if not (low <= value and (value <= high if high_inclusive else value < high)):
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"Invalid {argument} {value!r}: must be in [{low}, {high}{bracket}.")
+    return float(value)
+
+
+@add_arg_scope
+def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
+               activation_fn=None, param_initializers=None, param_regularizers=None,
+               updates_collections=graph_lib.GraphKeys.UPDATE_OPS, is_training=True,
+               reuse=None, variables_collections=None, outputs_collections=None,
+               trainable=True, batch_weights=None, fused=None, data_format="NHWC",
+               zero_debias_moving_mean=False, scope=None, renorm=False,
+               renorm_clipping=None, renorm_decay=0.99, adjustment=None):
+    """contrib's batch normalization of a 4-D input.
+
+    Creates ``beta`` (if ``center``), ``gamma`` (if ``scale``) and the
+    non-trainable ``moving_mean`` and ``moving_variance`` under scope
+    ``BatchNorm``. With ``is_training=True`` it normalises with the batch
+    statistics and updates the moving statistics in place, as TF's layers do
+    when run eagerly; otherwise it uses the moving statistics.
+
+    Args:
+        inputs: 4-D tensor in ``data_format``.
+        decay: moving-average decay (PyTorch's momentum is ``1 - decay``).
+        center, scale: create and apply ``beta`` / ``gamma``.
+        epsilon: added to the variance.
+        activation_fn: applied after normalisation, or None.
+        param_initializers, param_regularizers: dicts keyed by
+            ``beta``/``gamma``/``moving_mean``/``moving_variance``.
+        updates_collections: accepted for compatibility; updates always run
+            in place (TF's ``updates_collections=None`` behaviour).
+        is_training: bool or scalar bool tensor.
+        reuse, variables_collections, outputs_collections, trainable, scope:
+            as in :func:`separable_conv2d`; ``variables_collections`` dict keys
+            are the parameter names.
+        fused: accepted; the result is that of TF's fused kernel either way.
+        data_format: ``'NHWC'`` or ``'NCHW'``: the channel axis.
+        batch_weights, zero_debias_moving_mean, renorm, renorm_clipping,
+        renorm_decay, adjustment: only their defaults are supported.
+
+    Returns:
+        The normalised tensor, shaped like ``inputs``.
+
+    Raises:
+        ValueError: on an invalid ``data_format``, ``decay`` or ``epsilon``,
+            unknown dict keys, or an unsupported option.
+        TypeError: on arguments of the wrong type.
+
+    Shape:
+        Output shape equals input shape.
+
+    Example:
+        >>> import sepconv as sc, torch
+        >>> with sc.Graph().as_default():
+        ...     y = sc.batch_norm(torch.randn(4, 3, 3, 2), scale=True)
+        ...     sorted(v.name for v in sc.global_variables())
+        ['BatchNorm/beta:0', 'BatchNorm/gamma:0', 'BatchNorm/moving_mean:0', 'BatchNorm/moving_variance:0']
+    """
+    del updates_collections, fused, renorm_decay
+    utils.data_format(data_format)
+    decay = _check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
+    epsilon = _check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
+    utils.check_bool(center, "center")
+    utils.check_bool(scale, "scale")
+    utils.check_bool(trainable, "trainable")
+    training = _check_training(is_training)
+    utils.check_callable(activation_fn, "activation_fn")
+    initializers = _check_params(param_initializers, "param_initializers", _BATCH_NORM_PARAMS)
+    regularizers = _check_params(param_regularizers, "param_regularizers", ("beta", "gamma"))
+    _check_collections(variables_collections, "variables_collections", allow_dict=True)
+    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    for name, value, default in (("batch_weights", batch_weights, None),
+                                 ("zero_debias_moving_mean", zero_debias_moving_mean, False),
+                                 ("renorm", renorm, False), ("renorm_clipping", renorm_clipping, None),
+                                 ("adjustment", adjustment, None)):
+        if value is not default and value != default:
+            raise ValueError(f"batch_norm: {name}={value!r} is not supported; only {default!r}.")
+    x = utils.to_tensor(inputs)
+    channels = _channels(x, data_format)
+
+    with graph_lib.get_default_graph()._atomic():
+        with variable_scope(scope, "BatchNorm", reuse=reuse) as layer_scope:
+            def param(name, default_init, is_trainable):
+                return model_variable(
+                    name, [channels], dtype=x.dtype, device=x.device,
+                    initializer=initializers.get(name, default_init),
+                    regularizer=regularizers.get(name), trainable=is_trainable,
+                    collections=_variable_collections(variables_collections, name))
+
+            # TF's layer creates gamma before beta; the order shows in the collections.
+            gamma = param("gamma", ones_initializer(), trainable) if scale else None
+            beta = param("beta", zeros_initializer(), trainable) if center else None
+            moving_mean = param("moving_mean", zeros_initializer(), False)
+            moving_variance = param("moving_variance", ones_initializer(), False)
+            _check_variables_match((beta, gamma, moving_mean, moving_variance), x)
+            outputs = ops.batch_norm(x, beta, gamma, moving_mean, moving_variance, decay=decay,
+                                     epsilon=epsilon, is_training=training,
+                                     channel_axis=3 if data_format == "NHWC" else 1)
+            if activation_fn is not None:
+                outputs = activation_fn(outputs)
+            return collect_named_outputs(outputs_collections, layer_scope.name, outputs)

@@ -1,0 +1,150 @@
+"""contrib's regularizers, and losses that are evaluated when they are read.
+
+A TF graph re-evaluates a regularization-loss tensor every step. Here the
+``REGULARIZATION_LOSSES`` collection holds :class:`RegularizationLoss`
+entries that compute the penalty from the variable's current value each time
+they are read, so a training loop never adds a stale penalty.
+"""
+import logging
+import numbers
+
+import torch
+
+from . import graph as graph_lib
+from .graph import GraphKeys
+
+__all__ = ["RegularizationLoss", "get_regularization_loss", "get_regularization_losses",
+           "l1_l2_regularizer", "l1_regularizer", "l2_regularizer", "sum_regularizer"]
+
+_LOG = logging.getLogger("sepconv")
+
+
+def _check_scale(scale, argument="scale"):
+    if isinstance(scale, numbers.Integral):  # bool is Integral too, as in TF
+        raise ValueError(f"{argument} cannot be an integer: {scale!r}")
+    if not isinstance(scale, numbers.Real):
+        raise TypeError(f"Invalid {argument} {scale!r}: expected a float.")
+    if scale < 0.0:
+        raise ValueError(f"Setting a scale less than 0 on a regularizer: {scale!r}")
+    return float(scale)
+
+
+def _disabled(_):
+    return None
+
+
+def l1_regularizer(scale, scope=None):
+    """``scale * sum(|w|)``. A scale of 0 returns a regularizer that adds nothing.
+
+    Raises:
+        ValueError: if ``scale`` is an integer or negative.
+        TypeError: if ``scale`` is not a number.
+    """
+    scale = _check_scale(scale)
+    if scale == 0.0:
+        _LOG.info("Scale of 0 disables regularizer.")
+        return _disabled
+
+    def l1(weights):
+        return weights.abs().sum() * scale
+
+    return l1
+
+
+def l2_regularizer(scale, scope=None):
+    """``scale * sum(w**2) / 2``, TF's ``l2_loss`` scaled.
+
+    Example:
+        >>> import sepconv as sc, torch
+        >>> float(sc.l2_regularizer(0.5)(torch.tensor([1.0, 2.0])))
+        1.25
+    """
+    scale = _check_scale(scale)
+    if scale == 0.0:
+        _LOG.info("Scale of 0 disables regularizer.")
+        return _disabled
+
+    def l2(weights):
+        return weights.square().sum() * (scale / 2.0)
+
+    return l2
+
+
+def sum_regularizer(regularizer_list, scope=None):
+    """Sums the penalties of ``regularizer_list``; None when the list is empty."""
+    regularizers = [reg for reg in regularizer_list if reg is not None]
+    for reg in regularizers:
+        if not callable(reg):
+            raise TypeError(f"Invalid regularizer {reg!r} in regularizer_list: expected a callable.")
+    if not regularizers:
+        return None
+
+    def sum_reg(weights):
+        penalties = [p for p in (reg(weights) for reg in regularizers) if p is not None]
+        return sum(penalties[1:], penalties[0]) if penalties else None
+
+    return sum_reg
+
+
+def l1_l2_regularizer(scale_l1=1.0, scale_l2=1.0, scope=None):
+    """``l1(scale_l1) + l2(scale_l2)``, dropping a term whose scale is 0."""
+    for value, argument in ((scale_l1, "scale_l1"), (scale_l2, "scale_l2")):
+        if isinstance(value, numbers.Integral):
+            raise ValueError(f"{argument} cannot be an integer: {value!r}")
+    scale_l1 = _check_scale(scale_l1, "scale_l1")
+    scale_l2 = _check_scale(scale_l2, "scale_l2")
+    if scale_l1 == 0.0:
+        return l2_regularizer(scale_l2, scope)
+    if scale_l2 == 0.0:
+        return l1_regularizer(scale_l1, scope)
+    return sum_regularizer([l1_regularizer(scale_l1), l2_regularizer(scale_l2)], scope)
+
+
+class RegularizationLoss:
+    """A penalty on one variable, computed from its current value when read.
+
+    It adds like a tensor (``loss + x``, ``sum(losses)``), so TF-style code
+    that sums the collection keeps working.
+    """
+
+    def __init__(self, name, variable, regularizer):
+        self.name = name
+        self.variable = variable
+        self.regularizer = regularizer
+
+    def value(self):
+        """The penalty for the variable's current value (None if disabled)."""
+        return self.regularizer(self.variable)
+
+    __call__ = value
+
+    def __add__(self, other):
+        return self.value() + (other.value() if isinstance(other, RegularizationLoss) else other)
+
+    __radd__ = __add__
+
+    def __repr__(self):
+        return f"<RegularizationLoss {self.name!r}>"
+
+
+def get_regularization_losses(scope=None):
+    """Evaluates the default graph's regularization losses now.
+
+    Args:
+        scope: optional regex filtering the losses by name (``re.match``).
+
+    Returns:
+        A list of scalar tensors, one per regularized variable, from the
+        variables' current values.
+    """
+    entries = graph_lib.get_collection(GraphKeys.REGULARIZATION_LOSSES, scope)
+    return [entry.value() if isinstance(entry, RegularizationLoss) else entry for entry in entries]
+
+
+def get_regularization_loss(scope=None, name="total_regularization_loss"):
+    """The sum of :func:`get_regularization_losses`, or a 0.0 tensor when there are none."""
+    del name
+    losses = get_regularization_losses(scope)
+    if not losses:
+        return torch.tensor(0.0)
+    return torch.stack([torch.as_tensor(loss) for loss in losses]).sum()

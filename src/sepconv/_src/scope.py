@@ -1,0 +1,540 @@
+"""Variable scopes, ``get_variable`` and ``make_template`` with TF1's semantics.
+
+The scope stack is per thread and per graph (see :mod:`graph`). Names are full
+``scope/name`` strings; the scope counters that make default names unique
+(``SeparableConv2d``, ``SeparableConv2d_1``) follow TF's rules, including the
+reset of a scope's sub-scope counters when it is left, which is what makes
+re-entering ``outer`` with ``reuse=True`` find ``outer/SeparableConv2d`` again.
+"""
+import contextlib
+import functools
+import threading
+
+import torch
+
+from . import graph as graph_lib
+from .graph import AUTO_REUSE, GraphKeys, Variable
+from . import initializers as init_lib
+from .utils import as_dtype as _as_dtype
+
+__all__ = ["Template", "VariableScope", "get_variable", "get_variable_scope",
+           "make_template", "model_variable", "variable", "variable_scope"]
+
+
+class VariableScope:
+    """The settings a ``variable_scope`` block applies to ``get_variable``.
+
+    Attributes:
+        name: full scope name, ``''`` at the root.
+        reuse: ``True``, ``None`` (create) or :data:`AUTO_REUSE`.
+    """
+
+    def __init__(self, reuse, name="", initializer=None, regularizer=None,
+                 custom_getter=None, dtype=None):
+        self.name = name
+        self.reuse = reuse
+        self.initializer = initializer
+        self.regularizer = regularizer
+        self.custom_getter = custom_getter
+        self.dtype = dtype
+
+    @property
+    def original_name_scope(self):
+        """The name scope opened with this scope, ``name + '/'`` (empty at the root)."""
+        return self.name + "/" if self.name else ""
+
+    def reuse_variables(self):
+        """Makes later ``get_variable`` calls in this scope reuse variables."""
+        self.reuse = True
+
+    def _child(self, name, reuse, initializer, regularizer, custom_getter, dtype):
+        scope = VariableScope(reuse, name, self.initializer, self.regularizer,
+                              self.custom_getter, self.dtype)
+        scope._override(initializer, regularizer, custom_getter, dtype)
+        return scope
+
+    def _override(self, initializer, regularizer, custom_getter, dtype):
+        if initializer is not None:
+            self.initializer = initializer
+        if regularizer is not None:
+            self.regularizer = regularizer
+        if dtype is not None:
+            self.dtype = dtype
+        if custom_getter is not None:
+            self.custom_getter = _chain_getters(custom_getter, self.custom_getter)
+
+    def get_variable(self, name, **kwargs):
+        """``get_variable`` in this scope; see :func:`get_variable`."""
+        with _entered(self):
+            return get_variable(name, **kwargs)
+
+    def __repr__(self):
+        return f"VariableScope(name={self.name!r}, reuse={self.reuse!r})"
+
+
+def _chain_getters(outer, inner):
+    """Composes custom getters: ``outer`` wraps ``inner``, which wraps the true getter."""
+    if inner is None:
+        return outer
+
+    def chained(getter, *args, **kwargs):
+        return outer(functools.partial(inner, getter), *args, **kwargs)
+
+    return chained
+
+
+def _state(graph=None):
+    state = (graph or graph_lib.get_default_graph())._thread
+    if state.var_scope is None:
+        state.var_scope = VariableScope(None)
+    return state
+
+
+def get_variable_scope():
+    """Returns the calling thread's current :class:`VariableScope`."""
+    return _state().var_scope
+
+
+@contextlib.contextmanager
+def _entered(scope):
+    state = _state()
+    previous = state.var_scope
+    state.var_scope = scope
+    try:
+        yield scope
+    finally:
+        state.var_scope = previous
+
+
+def _normalize_reuse(reuse):
+    if reuse is False:
+        return None
+    if reuse is True or reuse is None or reuse is AUTO_REUSE:
+        return reuse
+    raise ValueError(f"The reuse parameter must be True or False or None or AUTO_REUSE, got {reuse!r}.")
+
+
+def _unique_scope_name(state, prefix):
+    parent = state.var_scope.name
+    full = f"{parent}/{prefix}" if parent else prefix
+    counts = state.scope_counts
+    if counts.get(full, 0) == 0:
+        return prefix
+    index = 1
+    while counts.get(f"{full}_{index}", 0) > 0:
+        index += 1
+    return f"{prefix}_{index}"
+
+
+def _close_subscopes(counts, name):
+    prefix = name + "/"
+    for key in counts:
+        if key.startswith(prefix):
+            counts[key] = 0
+
+
+@contextlib.contextmanager
+def variable_scope(name_or_scope, default_name=None, values=None, initializer=None,
+                   regularizer=None, caching_device=None, partitioner=None,
+                   custom_getter=None, reuse=None, dtype=None, use_resource=None,
+                   constraint=None, auxiliary_name_scope=True):
+    """Opens a variable scope, as ``tf.compat.v1.variable_scope``.
+
+    Args:
+        name_or_scope: a name (nested under the current scope) or a
+            :class:`VariableScope` to re-enter (not nested).
+        default_name: name made unique among siblings (``name``, ``name_1``, ...)
+            when ``name_or_scope`` is None.
+        values: accepted for TF compatibility; unused.
+        initializer, regularizer, dtype: defaults for ``get_variable`` inside.
+        custom_getter: ``getter(getter, name, *args, **kwargs)`` wrapping
+            variable creation; nests around any inherited getter.
+        reuse: ``True`` (variables must exist), ``None``/``False`` (inherit;
+            create at the root) or :data:`AUTO_REUSE`. Reuse is inherited by
+            sub-scopes.
+        caching_device, partitioner, use_resource, constraint,
+        auxiliary_name_scope: accepted for TF compatibility; unused.
+
+    Yields:
+        The new :class:`VariableScope`.
+
+    Raises:
+        TypeError: if both ``name_or_scope`` and ``default_name`` are None, or
+            ``name_or_scope`` is neither a string nor a scope.
+        ValueError: if ``reuse`` is invalid, or ``reuse=True`` comes with only a
+            ``default_name``.
+
+    Example:
+        >>> import sepconv as sc
+        >>> with sc.Graph().as_default():
+        ...     with sc.variable_scope("outer"):
+        ...         with sc.variable_scope(None, default_name="conv") as a: pass
+        ...         with sc.variable_scope(None, default_name="conv") as b: pass
+        >>> a.name, b.name
+        ('outer/conv', 'outer/conv_1')
+    """
+    del values, caching_device, partitioner, use_resource, constraint, auxiliary_name_scope
+    reuse = _normalize_reuse(reuse)
+    if name_or_scope is None and default_name is None:
+        raise TypeError("If default_name is None then name_or_scope is required")
+    if name_or_scope is not None and not isinstance(name_or_scope, (str, VariableScope)):
+        raise TypeError(f"VariableScope: name_or_scope must be a string or VariableScope, got {name_or_scope!r}.")
+    if isinstance(name_or_scope, str) and not name_or_scope:
+        raise ValueError("variable_scope: name_or_scope must be a non-empty string.")
+    if name_or_scope is None and reuse is True:
+        raise ValueError("reuse=True cannot be used without a name_or_scope")
+    state = _state()
+    old = state.var_scope
+    if isinstance(name_or_scope, VariableScope):
+        scope = VariableScope(reuse if reuse else name_or_scope.reuse, name_or_scope.name,
+                              name_or_scope.initializer, name_or_scope.regularizer,
+                              name_or_scope.custom_getter, name_or_scope.dtype)
+        scope._override(initializer, regularizer, custom_getter, dtype)
+        _open(state, scope.name)
+        saved_counts = dict(state.scope_counts)
+    else:
+        name = name_or_scope if name_or_scope is not None else _unique_scope_name(state, default_name)
+        full = f"{old.name}/{name}" if old.name else name
+        scope = old._child(full, reuse or old.reuse, initializer, regularizer, custom_getter, dtype)
+        _open(state, full)
+        saved_counts = None
+    state.var_scope = scope
+    try:
+        yield scope
+    finally:
+        if saved_counts is not None:
+            state.scope_counts = saved_counts
+        else:
+            _close_subscopes(state.scope_counts, scope.name)
+        state.var_scope = old
+
+
+def _open(state, name):
+    if name:
+        state.scope_counts[name] = state.scope_counts.get(name, 0) + 1
+        _close_subscopes(state.scope_counts, name)
+
+
+def _as_shape(shape, name):
+    if shape is None:
+        return None
+    if isinstance(shape, torch.Size):
+        return tuple(shape)
+    try:
+        dims = list(shape)
+    except TypeError:
+        raise TypeError(f"Invalid shape {shape!r} for variable {name}: expected a list of non-negative ints.") from None
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            if hasattr(dim, "__index__") and not isinstance(dim, bool) and int(dim) >= 0:
+                continue
+            raise ValueError(f"Invalid shape {shape!r} for variable {name}: dimensions must be "
+                             f"non-negative ints, got {dim!r}.")
+    return tuple(int(dim) for dim in dims)
+
+
+def get_variable(name, shape=None, dtype=None, initializer=None, regularizer=None,
+                 trainable=None, collections=None, caching_device=None, partitioner=None,
+                 validate_shape=True, use_resource=None, custom_getter=None, constraint=None,
+                 synchronization=None, aggregation=None, *, device=None):
+    """Gets an existing variable or creates a new one, as ``tf.compat.v1.get_variable``.
+
+    Args:
+        name: short name; the full name is ``<current scope>/<name>``.
+        shape: list of ints; may be None when ``initializer`` is an array.
+        dtype: defaults to the scope's dtype, else float32.
+        initializer: a callable ``init(shape, dtype=..., device=...)``, a
+            tensor/array value, or None for the scope's initializer, else
+            Glorot uniform (zeros for integer and bool dtypes), as TF.
+        regularizer: ``fn(variable) -> loss or None``, added lazily to
+            ``GraphKeys.REGULARIZATION_LOSSES`` when the variable is created.
+        trainable: default True; adds ``TRAINABLE_VARIABLES`` and sets
+            ``requires_grad``.
+        collections: default ``[GLOBAL_VARIABLES]``.
+        custom_getter: wraps the scope's custom getter for this call.
+        device: sepconv extension: the torch device of a new variable (default CPU).
+        caching_device, partitioner, validate_shape, use_resource, constraint,
+        synchronization, aggregation: accepted for TF compatibility; unused.
+
+    Returns:
+        The :class:`Variable`.
+
+    Raises:
+        ValueError: creating a variable that exists without reuse ("already
+            exists, disallowed"), reusing one that does not exist ("does not
+            exist"), or reusing with another shape or dtype ("Trying to share
+            variable").
+
+    Example:
+        >>> import sepconv as sc
+        >>> with sc.Graph().as_default():
+        ...     with sc.variable_scope("layer"):
+        ...         w = sc.get_variable("w", [2, 3], initializer=sc.ones_initializer())
+        ...     with sc.variable_scope("layer", reuse=True):
+        ...         same = sc.get_variable("w", [2, 3])
+        >>> w.name, same is w
+        ('layer/w:0', True)
+    """
+    del caching_device, partitioner, validate_shape, use_resource, constraint
+    del synchronization, aggregation
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"get_variable: name must be a non-empty string, got {name!r}.")
+    scope = get_variable_scope()
+    full_name = f"{scope.name}/{name}" if scope.name else name
+    getter = _chain_getters(custom_getter, scope.custom_getter) if custom_getter else scope.custom_getter
+    kwargs = dict(shape=shape, dtype=dtype if dtype is not None else scope.dtype,
+                  initializer=initializer if initializer is not None else scope.initializer,
+                  regularizer=regularizer if regularizer is not None else scope.regularizer,
+                  reuse=scope.reuse, trainable=trainable, collections=collections, device=device)
+    if getter is None:
+        return _true_getter(full_name, **kwargs)
+    return getter(_true_getter, full_name, **kwargs)
+
+
+def _true_getter(name, shape=None, dtype=None, initializer=None, regularizer=None,
+                 reuse=None, trainable=None, collections=None, device=None, **unused):
+    del unused  # TF-only keyword arguments that custom getters pass through
+    graph = graph_lib.get_default_graph()
+    shape = _as_shape(shape, name)
+    dtype = _as_dtype(dtype)
+    if trainable is None:
+        trainable = True
+    if not isinstance(trainable, bool):
+        raise TypeError(f"get_variable: trainable must be a bool, got {trainable!r}.")
+    with graph._lock:
+        found = graph._lookup_variable(name)
+        if found is not None:
+            return _check_reuse(found, name, shape, dtype, reuse)
+        if reuse is True:
+            raise ValueError(f"Variable {name} does not exist, or was not created with "
+                             "get_variable(). Did you mean to set reuse=AUTO_REUSE in VarScope?")
+        value = _initial_value(name, shape, dtype, initializer, device)
+        variable = Variable(value, requires_grad=trainable, name=name + ":0")
+        with graph._atomic():
+            graph._store_variable(name, variable)
+            keys = list(collections) if collections is not None else [GraphKeys.GLOBAL_VARIABLES]
+            if trainable and GraphKeys.TRAINABLE_VARIABLES not in keys:
+                keys.append(GraphKeys.TRAINABLE_VARIABLES)
+            graph.add_to_collections(keys, variable)
+            if regularizer is not None:
+                _add_regularization_loss(graph, name, variable, regularizer)
+        return variable
+
+
+def _check_reuse(found, name, shape, dtype, reuse):
+    if reuse is not True and reuse is not AUTO_REUSE:
+        raise ValueError(f"Variable {name} already exists, disallowed. Did you mean to set "
+                         "reuse=True or reuse=AUTO_REUSE in VarScope?")
+    if shape is not None and tuple(found.shape) != shape:
+        raise ValueError(f"Trying to share variable {name}, but specified shape {list(shape)} "
+                         f"and found shape {list(found.shape)}.")
+    if dtype is not None and found.dtype != dtype:
+        raise ValueError(f"Trying to share variable {name}, but specified dtype {dtype} "
+                         f"and found dtype {found.dtype}.")
+    return found
+
+
+def _initial_value(name, shape, dtype, initializer, device):
+    if isinstance(initializer, (torch.Tensor,)) or _is_array(initializer):
+        value = torch.as_tensor(initializer)
+        if shape is not None and tuple(value.shape) != shape:
+            raise ValueError(f"Initializer of variable {name} has shape {list(value.shape)}, "
+                             f"but shape {list(shape)} was specified.")
+        return value.to(device=device, dtype=dtype or value.dtype).detach().clone()
+    if shape is None:
+        raise ValueError(f"Shape of a new variable ({name}) must be fully defined, but instead was None.")
+    dtype = dtype or torch.float32
+    if initializer is None:
+        initializer = _default_initializer(name, dtype)
+    if not callable(initializer):
+        raise TypeError(f"Invalid initializer {initializer!r} for variable {name}: expected a callable or an array.")
+    value = torch.as_tensor(initializer(list(shape), dtype=dtype))
+    if tuple(value.shape) != shape:
+        raise ValueError(f"Initializer of variable {name} returned shape {list(value.shape)}, "
+                         f"expected {list(shape)}.")
+    return value.to(device=device, dtype=dtype)
+
+
+def _is_array(value):
+    return hasattr(value, "__array__") and not callable(value)
+
+
+def _default_initializer(name, dtype):
+    if dtype.is_floating_point:
+        return init_lib.glorot_uniform_initializer()
+    if dtype.is_complex:
+        raise ValueError(f"An initializer for variable {name} of {dtype} is required")
+    return init_lib.zeros_initializer()
+
+
+def _add_regularization_loss(graph, name, variable, regularizer):
+    from . import regularizers as reg_lib  # regularizers imports graph only; avoids a cycle
+    if not callable(regularizer):
+        raise TypeError(f"Invalid regularizer {regularizer!r} for variable {name}: expected a callable.")
+    loss = reg_lib.RegularizationLoss(f"{name}/Regularizer", variable, regularizer)
+    if loss.value() is not None:
+        graph.add_to_collection(GraphKeys.REGULARIZATION_LOSSES, loss)
+
+
+def variable(name, shape=None, dtype=None, initializer=None, regularizer=None, trainable=True,
+             collections=None, caching_device=None, device=None, partitioner=None,
+             custom_getter=None, use_resource=None, synchronization=None, aggregation=None):
+    """slim's ``variable``: ``get_variable`` with de-duplicated collections.
+
+    ``device`` is a torch device here (slim's was a device string for placement).
+    """
+    del caching_device, partitioner, use_resource, synchronization, aggregation
+    keys = list(dict.fromkeys(collections if collections is not None else [GraphKeys.GLOBAL_VARIABLES]))
+    kwargs = dict(shape=shape, dtype=dtype, initializer=initializer, regularizer=regularizer,
+                  trainable=trainable, collections=keys, device=device)
+    if custom_getter is not None:
+        scope = get_variable_scope()
+        full_name = f"{scope.name}/{name}" if scope.name else name
+        return custom_getter(_scoped_getter, full_name, reuse=scope.reuse, **kwargs)
+    return get_variable(name, **kwargs)
+
+
+def _scoped_getter(name, **kwargs):
+    """A getter for full names that still applies the scope's custom getter, as TF's does."""
+    scope = get_variable_scope()
+    kwargs.pop("reuse", None)
+    kwargs.setdefault("reuse", scope.reuse)
+    if scope.custom_getter is None:
+        return _true_getter(name, **kwargs)
+    return scope.custom_getter(_true_getter, name, **kwargs)
+
+
+def model_variable(name, shape=None, dtype=torch.float32, initializer=None, regularizer=None,
+                   trainable=True, collections=None, caching_device=None, device=None,
+                   partitioner=None, custom_getter=None, use_resource=None):
+    """slim's ``model_variable``: a variable also added to ``MODEL_VARIABLES``.
+
+    Example:
+        >>> import sepconv as sc
+        >>> with sc.Graph().as_default():
+        ...     _ = sc.model_variable("w", [1], initializer=sc.zeros_initializer())
+        ...     [v.name for v in sc.model_variables()]
+        ['w:0']
+    """
+    keys = list(collections or []) + [GraphKeys.GLOBAL_VARIABLES, GraphKeys.MODEL_VARIABLES]
+    return variable(name, shape=shape, dtype=dtype, initializer=initializer,
+                    regularizer=regularizer, trainable=trainable, collections=keys,
+                    caching_device=caching_device, device=device, partitioner=partitioner,
+                    custom_getter=custom_getter, use_resource=use_resource)
+
+
+class Template:
+    """A function whose variables are created on the first call and reused after.
+
+    Made by :func:`make_template`. The first call runs under a fresh, unique
+    variable scope; later calls re-enter it with ``reuse=True``, so creating a
+    new variable after the first call raises. Safe to call from several
+    threads: the first call runs under a lock, so variables are created once.
+    """
+
+    def __init__(self, name, func, create_scope_now=False, unique_name=None, custom_getter=None):
+        if name is None:
+            raise ValueError("name cannot be None.")
+        if not callable(func):
+            raise TypeError(f"make_template: func_ must be callable, got {func!r}.")
+        self._name = name
+        self._func = func
+        self._unique_name = unique_name
+        self._custom_getter = custom_getter
+        self._variable_scope = None
+        self._variables_created = False
+        self._first_call_lock = threading.Lock()
+        if create_scope_now:
+            with variable_scope(unique_name, default_name=name, custom_getter=custom_getter) as scope:
+                self._variable_scope = scope
+
+    def __call__(self, *args, **kwargs):
+        if self._variables_created:
+            return self._call_reusing(args, kwargs)
+        with self._first_call_lock:
+            if self._variables_created:
+                return self._call_reusing(args, kwargs)
+            graph = graph_lib.get_default_graph()
+            with graph._atomic():
+                if self._variable_scope is None:
+                    with variable_scope(self._unique_name, default_name=self._name,
+                                        custom_getter=self._custom_getter) as scope:
+                        result = self._func(*args, **kwargs)
+                    self._variable_scope = scope
+                else:
+                    with variable_scope(self._variable_scope):
+                        result = self._func(*args, **kwargs)
+            self._variables_created = True
+            return result
+
+    def _call_reusing(self, args, kwargs):
+        graph = graph_lib.get_default_graph()
+        trainable_before = len(graph.get_collection_ref(GraphKeys.TRAINABLE_VARIABLES))
+        with variable_scope(self._variable_scope, reuse=True):
+            result = self._func(*args, **kwargs)
+        trainable = graph.get_collection(GraphKeys.TRAINABLE_VARIABLES)
+        if len(trainable) != trainable_before:
+            raise ValueError("Trainable variable created when calling a template after the first "
+                             f"time, perhaps you used a new name: {trainable[trainable_before:]}")
+        return result
+
+    @property
+    def name(self):
+        """The name the template was made with."""
+        return self._name
+
+    @property
+    def variable_scope(self):
+        """The template's :class:`VariableScope`, None before the first call."""
+        return self._variable_scope
+
+    @property
+    def variable_scope_name(self):
+        """The full name of the template's scope, None before the first call."""
+        return self._variable_scope.name if self._variable_scope else None
+
+    def _scoped(self, key):
+        if self._variable_scope is None:
+            return []
+        return graph_lib.get_collection(key, self._variable_scope.name + "/")
+
+    @property
+    def global_variables(self):
+        """The template's global variables."""
+        return self._scoped(GraphKeys.GLOBAL_VARIABLES)
+
+    variables = global_variables
+
+    @property
+    def trainable_variables(self):
+        """The template's trainable variables."""
+        return self._scoped(GraphKeys.TRAINABLE_VARIABLES)
+
+
+def make_template(name_, func_, create_scope_now_=False, unique_name_=None,
+                  custom_getter_=None, **kwargs):
+    """Wraps ``func_`` so every call shares the variables of the first call.
+
+    Args:
+        name_: default name of the template's variable scope (made unique).
+        func_: the function to wrap; ``kwargs`` are bound to it.
+        create_scope_now_: open the scope now rather than on the first call.
+        unique_name_: exact scope name to use instead of a uniquified ``name_``.
+        custom_getter_: custom getter for the template's scope.
+
+    Returns:
+        A :class:`Template`.
+
+    Example:
+        >>> import sepconv as sc, torch
+        >>> def layer(x):
+        ...     w = sc.get_variable("w", [1], initializer=sc.ones_initializer())
+        ...     return x * w
+        >>> with sc.Graph().as_default():
+        ...     tmpl = sc.make_template("scale", layer)
+        ...     _ = tmpl(torch.ones(1)); _ = tmpl(torch.ones(1))
+        ...     [v.name for v in sc.global_variables()]
+        ['scale/w:0']
+    """
+    func = functools.partial(func_, **kwargs) if kwargs else func_
+    return Template(name_, func, create_scope_now_, unique_name_, custom_getter_)

@@ -1,0 +1,96 @@
+"""Argument normalisation shared by the layers and the modules.
+
+Each helper knows the name of the argument it checks, so its error names the
+argument, the bad value and what is allowed.
+"""
+import numbers
+
+import numpy as np
+import torch
+
+DATA_FORMATS = ("NHWC", "NCHW")
+PADDINGS = ("SAME", "VALID")
+
+
+def as_dtype(dtype, argument="dtype"):
+    """A ``torch.dtype`` from a torch dtype, a numpy dtype or a name like ``'float32'``."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
+        return getattr(torch, dtype)
+    try:
+        return torch.from_numpy(np.zeros((), dtype=np.dtype(dtype))).dtype
+    except TypeError:
+        raise TypeError(f"Invalid {argument} {dtype!r}: expected a torch.dtype, a numpy dtype "
+                        "or a name like 'float32'.") from None
+
+
+def positive_int(value, argument, minimum=1):
+    """``value`` as an int >= ``minimum``; bools and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Invalid {argument} {value!r}: expected an int >= {minimum}.")
+    if value < minimum:
+        raise ValueError(f"Invalid {argument} {value!r}: expected an int >= {minimum}.")
+    return int(value)
+
+
+def pair(value, argument, minimum=1):
+    """An int or a pair of ints, each >= ``minimum``, as a 2-tuple (like torch's ``_pair``)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"Invalid {argument} {value!r}: expected an int or a list of "
+                             f"length 2, got length {len(value)}.")
+        return tuple(positive_int(v, argument, minimum) for v in value)
+    if isinstance(value, torch.Size) or isinstance(value, np.ndarray):
+        return pair(tuple(int(v) for v in value), argument, minimum)
+    return (positive_int(value, argument, minimum),) * 2
+
+
+def padding_mode(padding):
+    """``'SAME'`` or ``'VALID'`` from any capitalisation."""
+    if not isinstance(padding, str) or padding.upper() not in PADDINGS:
+        raise ValueError(f"Invalid padding string {padding!r}, should be one of {list(PADDINGS)} "
+                         "(case-insensitive).")
+    return padding.upper()
+
+
+def data_format(value):
+    """Checks ``data_format`` with TF's message."""
+    if value not in DATA_FORMATS:
+        raise ValueError("data_format has to be either NCHW or NHWC.")
+    return value
+
+
+def check_callable(value, argument, allow_none=True):
+    """Checks that ``value`` is callable (or None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if not callable(value):
+        raise TypeError(f"Invalid {argument} {value!r}: expected a callable"
+                        f"{' or None' if allow_none else ''}.")
+    return value
+
+
+def check_bool(value, argument):
+    """Checks that ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"Invalid {argument} {value!r}: expected a bool.")
+    return value
+
+
+def to_tensor(inputs, argument="inputs"):
+    """A floating-point torch tensor of rank 4 from a tensor or an array."""
+    if isinstance(inputs, torch.Tensor):
+        tensor = inputs
+    elif isinstance(inputs, np.ndarray) or (hasattr(inputs, "__array__") and not isinstance(inputs, (str, bytes))):
+        tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(inputs)))
+    else:
+        raise TypeError(f"Invalid {argument} of type {type(inputs).__name__}: expected a "
+                        "torch.Tensor or a numpy array.")
+    if not tensor.dtype.is_floating_point:
+        raise TypeError(f"Invalid {argument} dtype {tensor.dtype}: expected a floating-point "
+                        "tensor (float16, bfloat16, float32 or float64).")
+    if tensor.dim() != 4:
+        raise ValueError(f"Invalid {argument} rank {tensor.dim()} (shape {list(tensor.shape)}): "
+                         "expected a 4-D tensor.")
+    return tensor
