@@ -309,7 +309,9 @@ def _true_getter(name, shape=None, dtype=None, initializer=None, regularizer=Non
             raise ValueError(f"Variable {name} does not exist, or was not created with "
                              "get_variable(). Did you mean to set reuse=AUTO_REUSE in VarScope?")
         value = _initial_value(name, shape, dtype, initializer, device)
-        variable = Variable(value, requires_grad=trainable, name=name + ":0")
+        # Integer variables may be "trainable" in TF's collections, but torch cannot differentiate them.
+        differentiable = value.dtype.is_floating_point or value.dtype.is_complex
+        variable = Variable(value, requires_grad=trainable and differentiable, name=name + ":0")
         with graph._atomic():
             graph._store_variable(name, variable)
             keys = list(collections) if collections is not None else [GraphKeys.GLOBAL_VARIABLES]

@@ -1,0 +1,173 @@
+import numpy as np
+import pytest
+import torch
+
+import sepconv as sc
+
+
+@pytest.fixture(autouse=True)
+def fresh_graph():
+    with sc.Graph().as_default() as graph:
+        yield graph
+
+
+def _snapshot(graph):
+    keys = graph.get_all_collection_keys()
+    return {key: list(graph.get_collection(key)) for key in keys}, dict(graph._vars)
+
+
+def test_signature_matches_tf_1_4():
+    import inspect
+    params = inspect.signature(sc.separable_conv2d).parameters
+    assert list(params) == [
+        "inputs", "num_outputs", "kernel_size", "depth_multiplier", "stride", "padding",
+        "data_format", "rate", "activation_fn", "normalizer_fn", "normalizer_params",
+        "weights_initializer", "weights_regularizer", "biases_initializer", "biases_regularizer",
+        "reuse", "variables_collections", "outputs_collections", "trainable", "scope"]
+    assert params["depth_multiplier"].default is inspect.Parameter.empty
+    assert params["activation_fn"].default is torch.relu
+    assert params["stride"].default == 1 and params["padding"].default == "SAME"
+    assert isinstance(params["weights_initializer"].default, type(sc.xavier_initializer()))
+
+
+@pytest.mark.parametrize("num_outputs,shapes", [
+    (5, [[3, 2, 4, 2], [1, 1, 8, 5], [5]]),
+    (None, [[3, 2, 4, 2], [8]]),
+])
+def test_variable_shapes_of_both_paths(num_outputs, shapes):
+    sc.separable_conv2d(torch.ones(1, 6, 6, 4), num_outputs, [3, 2], 2)
+    assert [list(v.shape) for v in sc.global_variables()] == shapes
+    assert sc.model_variables() == sc.global_variables()
+
+
+def test_numpy_input_and_dtype_follow_input():
+    out = sc.separable_conv2d(np.ones((1, 4, 4, 2)), 3, 3, 1)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    assert all(v.dtype == torch.float64 for v in sc.global_variables())
+
+
+def test_padding_is_case_insensitive_and_output_sizes_follow_tf():
+    x = torch.ones(1, 8, 7, 1)
+    assert sc.separable_conv2d(x, 1, 3, 1, stride=2, padding="same").shape == (1, 4, 4, 1)
+    assert sc.separable_conv2d(x, 1, 3, 1, stride=2, padding="Valid").shape == (1, 3, 3, 1)
+    assert sc.separable_conv2d(x, 1, 3, 1, rate=2, padding="VALID").shape == (1, 4, 3, 1)
+
+
+def test_same_padding_puts_the_extra_row_bottom_right():
+    # A 1x3 summing kernel over width 4 with stride 2: the total pad is 1 and TF puts it
+    # on the right, so the last output sums 3 + 4 + 0 (a symmetric port would give 0 + 1 + 2 first).
+    x = torch.arange(1.0, 5.0).view(1, 1, 4, 1)
+    ones = sc.ones_initializer()
+    out = sc.separable_conv2d(x, None, [1, 3], 1, stride=2, activation_fn=None,
+                              weights_initializer=ones, biases_initializer=None)
+    assert out.flatten().tolist() == [1 + 2 + 3, 3 + 4 + 0]
+
+
+def test_nchw_equals_transposed_nhwc():
+    x = torch.randn(2, 6, 5, 3, dtype=torch.float64)
+    a = sc.separable_conv2d(x, 4, [3, 2], 2, stride=2, scope="nhwc")
+    b = sc.separable_conv2d(x.permute(0, 3, 1, 2), 4, [3, 2], 2, stride=2, data_format="NCHW",
+                            scope="nhwc", reuse=True)
+    torch.testing.assert_close(b, a.permute(0, 3, 1, 2))
+
+
+def test_outputs_collection_gets_alias():
+    out = sc.separable_conv2d(torch.ones(1, 3, 3, 1), 1, 1, 1, outputs_collections=["outs"],
+                              scope="blk")
+    assert sc.get_collection("outs") == [out] and out.aliases == ["blk"]
+
+
+def test_normalizer_replaces_biases_and_runs_inside_layer_scope():
+    sc.separable_conv2d(torch.randn(2, 4, 4, 2), 3, 3, 1, normalizer_fn=sc.batch_norm)
+    names = [v.name for v in sc.global_variables()]
+    assert names == ["SeparableConv2d/depthwise_weights:0", "SeparableConv2d/pointwise_weights:0",
+                     "SeparableConv2d/BatchNorm/beta:0", "SeparableConv2d/BatchNorm/moving_mean:0",
+                     "SeparableConv2d/BatchNorm/moving_variance:0"]
+
+
+def test_batch_norm_training_updates_moving_statistics_with_bessel_correction():
+    x = torch.randn(4, 3, 3, 2, dtype=torch.float64)
+    y = sc.batch_norm(x, decay=0.9, scale=True)
+    mean = x.mean(dim=(0, 1, 2))
+    var = x.var(dim=(0, 1, 2), unbiased=False)
+    torch.testing.assert_close(y, (x - mean) / torch.sqrt(var + 0.001))
+    moving_mean, moving_var = sc.global_variables()[2:]
+    torch.testing.assert_close(moving_mean.detach(), 0.1 * mean)
+    torch.testing.assert_close(moving_var.detach(), 0.9 + 0.1 * var * 36 / 35)
+
+
+def test_batch_norm_inference_uses_moving_statistics_and_nchw_axis():
+    x = torch.randn(2, 3, 4, 4)
+    sc.batch_norm(x, data_format="NCHW", is_training=False, scope="bn")
+    y = sc.batch_norm(x, data_format="NCHW", is_training=False, scope="bn", reuse=True)
+    torch.testing.assert_close(y, x / np.sqrt(1.001))
+    assert [list(v.shape) for v in sc.global_variables()] == [[3], [3], [3]]
+
+
+def test_gradients_flow_to_input_and_variables():
+    x = torch.randn(1, 5, 5, 2, requires_grad=True)
+    sc.separable_conv2d(x, 3, 3, 2, normalizer_fn=sc.batch_norm,
+                        normalizer_params={"scale": True}).sum().backward()
+    assert x.grad is not None
+    assert all(v.grad is not None for v in sc.trainable_variables())
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(data_format="NWHC"), ValueError, "data_format has to be either NCHW or NHWC."),
+    (dict(padding="FULL"), ValueError, r"Invalid padding string 'FULL', should be one of \['SAME', 'VALID'\]"),
+    (dict(stride=2, rate=2), ValueError, "if any rate value is larger than one, then both stride values need to be one"),
+    (dict(kernel_size=[3, 3, 3]), ValueError, r"Invalid kernel_size \[3, 3, 3\]: expected an int or a list of length 2"),
+    (dict(kernel_size=0), ValueError, "Invalid kernel_size 0: expected an int >= 1"),
+    (dict(stride=1.0), TypeError, "Invalid stride 1.0: expected an int >= 1"),
+    (dict(rate=True), TypeError, "Invalid rate True: expected an int >= 1"),
+    (dict(depth_multiplier=0), ValueError, "Invalid depth_multiplier 0"),
+    (dict(num_outputs=-1), ValueError, "Invalid num_outputs -1"),
+    (dict(activation_fn="relu"), TypeError, "Invalid activation_fn 'relu': expected a callable or None"),
+    (dict(normalizer_fn=3), TypeError, "Invalid normalizer_fn 3: expected a callable or None"),
+    (dict(normalizer_params=[1]), TypeError, r"Invalid normalizer_params \[1\]: expected a dict or None"),
+    (dict(variables_collections="mine"), TypeError, "Invalid variables_collections 'mine'"),
+    (dict(outputs_collections={"a": ["b"]}), TypeError, "Invalid outputs_collections"),
+    (dict(trainable=1), TypeError, "Invalid trainable 1: expected a bool"),
+    (dict(kernel_size=7, padding="VALID"), ValueError,
+     r"Input spatial size \[5, 5\] is smaller than the dilated kernel size \[7, 7\] with VALID padding"),
+    (dict(inputs=torch.ones(5, 5, 2)), ValueError, r"Invalid inputs rank 3 \(shape \[5, 5, 2\]\): expected a 4-D tensor"),
+    (dict(inputs=torch.ones(1, 5, 5, 2, dtype=torch.int32)), TypeError, "Invalid inputs dtype torch.int32"),
+    (dict(inputs=[[1.0]]), TypeError, "Invalid inputs of type list"),
+    (dict(reuse=True), ValueError, "reuse=True cannot be used without a name_or_scope"),
+])
+def test_bad_arguments_raise_and_leave_the_graph_untouched(fresh_graph, kwargs, error, match):
+    sc.separable_conv2d(torch.ones(1, 5, 5, 2), 3, 3, 1)
+    before = _snapshot(fresh_graph)
+    call = dict(inputs=torch.ones(1, 5, 5, 2), num_outputs=3, kernel_size=3, depth_multiplier=1)
+    call.update(kwargs)
+    with pytest.raises(error, match=match):
+        sc.separable_conv2d(**call)
+    assert _snapshot(fresh_graph) == before
+    sc.separable_conv2d(torch.ones(1, 5, 5, 2), 3, 3, 1)
+    assert sc.global_variables()[-1].name == "SeparableConv2d_1/biases:0"
+
+
+def test_failure_inside_the_normalizer_rolls_back_the_layer_variables(fresh_graph):
+    def broken_normalizer(x):
+        raise RuntimeError("normalizer failed")
+
+    with pytest.raises(RuntimeError):
+        sc.separable_conv2d(torch.ones(1, 5, 5, 2), 3, 3, 1, normalizer_fn=broken_normalizer)
+    assert sc.global_variables() == [] and fresh_graph.get_all_collection_keys() == []
+    sc.separable_conv2d(torch.ones(1, 5, 5, 2), 3, 3, 1)
+    assert sc.global_variables()[0].name == "SeparableConv2d/depthwise_weights:0"
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(decay=1.5), ValueError, r"Invalid decay 1.5: must be in \[0.0, 1.0\]"),
+    (dict(epsilon=-1.0), ValueError, "Invalid epsilon -1.0"),
+    (dict(center="yes"), TypeError, "Invalid center 'yes': expected a bool"),
+    (dict(is_training="yes"), TypeError, "Invalid is_training 'yes'"),
+    (dict(param_initializers={"alpha": None}), ValueError, r"Invalid param_initializers keys \['alpha'\]"),
+    (dict(renorm=True), ValueError, "renorm=True is not supported"),
+    (dict(data_format="NC"), ValueError, "data_format has to be either NCHW or NHWC."),
+])
+def test_batch_norm_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sc.batch_norm(torch.ones(2, 3, 3, 2), **kwargs)
+    assert sc.global_variables() == []
