@@ -29,17 +29,35 @@ def _check_real(value, argument, minimum=None):
     return float(value)
 
 
+_SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.Generator.manual_seed accepts
+
+
 def _check_seed(seed):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"Invalid seed {seed!r}: expected an int or None.")
+    if seed is not None and not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+        raise ValueError(f"Invalid seed {seed!r}: expected an int in [-2**63, 2**64 - 1] or None.")
     return seed
+
+
+def _check_shape(shape):
+    """The shape an initializer is called with: a sequence of non-negative ints."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"Invalid shape {shape!r}: expected a list of non-negative ints.")
+    dims = list(shape)
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 0:
+            raise ValueError(f"Invalid shape {shape!r}: dimensions must be non-negative ints, "
+                             f"got {dim!r}.")
+    return [int(dim) for dim in dims]
 
 
 def _float_dtype(dtype, default):
     dtype = default if dtype is None else dtype
     dtype = as_dtype(dtype)
     if not dtype.is_floating_point:
-        raise TypeError(f"Cannot create initializer for non-floating point type {dtype}.")
+        raise TypeError(f"Cannot create initializer for non-floating point type {dtype}: "
+                        "invalid dtype, expected float16, bfloat16, float32 or float64.")
     return dtype
 
 
@@ -48,16 +66,19 @@ class _Initializer:
 
     def __init__(self, seed=None, dtype=torch.float32):
         self.seed = _check_seed(seed)
-        self.dtype = dtype
+        # Checked now, as TF does, so a bad dtype fails where it was written.
+        self.dtype = torch.float32
+        self.dtype = self._dtype(dtype)
 
     def __call__(self, shape, dtype=None, partition_info=None):
         del partition_info
+        shape = _check_shape(shape)
         dtype = self._dtype(dtype)
         generator = None
         if self.seed is not None:
             generator = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
-            return self._generate([int(d) for d in shape], dtype, generator)
+            return self._generate(shape, dtype, generator)
 
     def _dtype(self, dtype):
         return _float_dtype(dtype, self.dtype)

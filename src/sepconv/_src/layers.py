@@ -3,6 +3,7 @@
 Each layer call is all-or-nothing: if it raises, the graph's variables,
 collections and scope counters are restored (``Graph._atomic``).
 """
+import inspect
 import numbers
 
 import torch
@@ -11,7 +12,7 @@ from . import graph as graph_lib
 from . import ops, utils
 from .arg_scope import add_arg_scope
 from .initializers import ones_initializer, xavier_initializer, zeros_initializer
-from .scope import model_variable, variable_scope
+from .scope import VariableScope, model_variable, variable_scope
 
 __all__ = ["batch_norm", "separable_conv2d", "separable_convolution2d"]
 
@@ -62,6 +63,43 @@ def _channels(inputs, data_format, argument="inputs"):
         raise ValueError(f"Invalid {argument} shape {list(inputs.shape)}: the channel "
                          "dimension must not be 0.")
     return channels
+
+
+def _spatial(inputs, data_format, argument="inputs"):
+    spatial = tuple(inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4])
+    if 0 in spatial:
+        # TF's static shape inference refuses a convolution over an empty image.
+        raise ValueError(f"Invalid {argument} shape {list(inputs.shape)}: height and width "
+                         "must be at least 1 (only the batch may be empty).")
+    return spatial
+
+
+def _check_scope(scope):
+    allowed = "expected a non-empty string, a VariableScope or None."
+    if scope is not None and not isinstance(scope, (str, VariableScope)):
+        raise TypeError(f"Invalid scope {scope!r}: {allowed}")
+    if scope == "":
+        raise ValueError(f"Invalid scope {scope!r}: {allowed}")
+    return scope
+
+
+def _check_normalizer_params(normalizer_fn, params):
+    """Unknown keys fail before any variable exists, naming the keys the normalizer takes."""
+    if normalizer_fn is None or not params:
+        return
+    try:
+        parameters = list(inspect.signature(normalizer_fn).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: the call itself decides
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    # The first parameter receives the layer's output, so it is not a valid key either.
+    allowed = [p.name for p in parameters[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [key for key in params if key not in allowed]
+    if unknown:
+        name = getattr(normalizer_fn, "__name__", repr(normalizer_fn))
+        raise ValueError(f"Invalid normalizer_params keys {unknown} for normalizer_fn {name}: "
+                         f"should be among {allowed}.")
 
 
 @add_arg_scope
@@ -140,6 +178,7 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
     utils.check_callable(activation_fn, "activation_fn")
     utils.check_callable(normalizer_fn, "normalizer_fn")
     _check_params(normalizer_params, "normalizer_params")
+    _check_normalizer_params(normalizer_fn, normalizer_params)
     utils.check_callable(weights_initializer, "weights_initializer", allow_none=False)
     utils.check_callable(weights_regularizer, "weights_regularizer")
     utils.check_callable(biases_initializer, "biases_initializer")
@@ -147,10 +186,10 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
     _check_collections(variables_collections, "variables_collections", allow_dict=True)
     _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
     utils.check_bool(trainable, "trainable")
+    _check_scope(scope)
     x = utils.to_tensor(inputs)
     channels = _channels(x, data_format)
-    spatial = x.shape[1:3] if data_format == "NHWC" else x.shape[2:4]
-    ops.conv_geometry(tuple(spatial), kernel, strides, rates, padding)
+    ops.conv_geometry(_spatial(x, data_format), kernel, strides, rates, padding)
 
     with graph_lib.get_default_graph()._atomic():
         with variable_scope(scope, "SeparableConv2d", reuse=reuse) as layer_scope:
@@ -203,6 +242,23 @@ def _check_training(is_training):
     if not isinstance(is_training, bool):
         raise TypeError(f"Invalid is_training {is_training!r}: expected a bool or a scalar bool tensor.")
     return is_training
+
+
+def _check_updates_collections(value):
+    if value is not None and not isinstance(value, str):
+        _check_collections(value, "updates_collections", allow_dict=False)
+
+
+def _restore_if_call_fails(graph, variables):
+    """Registers an undo of the in-place moving-statistics update: a failed call changes nothing."""
+    saved = [variable.detach().clone() for variable in variables]
+
+    def restore():
+        with torch.no_grad():
+            for variable, value in zip(variables, saved):
+                variable.copy_(value)
+
+    graph._record_undo(restore)
 
 
 def _check_fraction(value, argument, low, high, high_inclusive):
@@ -267,7 +323,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
         ...     sorted(v.name for v in sc.global_variables())
         ['BatchNorm/beta:0', 'BatchNorm/gamma:0', 'BatchNorm/moving_mean:0', 'BatchNorm/moving_variance:0']
     """
-    del updates_collections, fused, renorm_decay
+    del renorm_decay
     utils.data_format(data_format)
     decay = _check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
     epsilon = _check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
@@ -286,10 +342,15 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
                                  ("adjustment", adjustment, None)):
         if value is not default and value != default:
             raise ValueError(f"batch_norm: {name}={value!r} is not supported; only {default!r}.")
+    if fused is not None:
+        utils.check_bool(fused, "fused")
+    _check_updates_collections(updates_collections)
+    _check_scope(scope)
     x = utils.to_tensor(inputs)
     channels = _channels(x, data_format)
+    graph = graph_lib.get_default_graph()
 
-    with graph_lib.get_default_graph()._atomic():
+    with graph._atomic():
         with variable_scope(scope, "BatchNorm", reuse=reuse) as layer_scope:
             def param(name, default_init, is_trainable):
                 return model_variable(
@@ -304,6 +365,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
             moving_mean = param("moving_mean", zeros_initializer(), False)
             moving_variance = param("moving_variance", ones_initializer(), False)
             _check_variables_match((beta, gamma, moving_mean, moving_variance), x)
+            if training:
+                _restore_if_call_fails(graph, (moving_mean, moving_variance))
             outputs = ops.batch_norm(x, beta, gamma, moving_mean, moving_variance, decay=decay,
                                      epsilon=epsilon, is_training=training,
                                      channel_axis=3 if data_format == "NHWC" else 1)

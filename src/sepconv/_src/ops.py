@@ -166,7 +166,7 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
     shape = [1] * inputs.dim()
     shape[axis] = -1
     if is_training:
-        variance, mean = torch.var_mean(inputs, dim=reduce_dims, correction=0)
+        variance, mean = _batch_moments(inputs, reduce_dims, axis)
         count = inputs.numel() // max(inputs.shape[axis], 1)
         with torch.no_grad():
             bessel = count / max(count - 1, 1)
@@ -182,6 +182,14 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
     if beta is not None:
         shift = shift + beta
     return inputs * scale.view(shape) + shift.view(shape)
+
+
+def _batch_moments(inputs, reduce_dims, axis):
+    """Biased variance and mean; NaN for an empty batch, as TF gives, without torch's warning."""
+    if inputs.numel() == 0:
+        nan = inputs.new_full((inputs.shape[axis],), float("nan"))
+        return nan, nan
+    return torch.var_mean(inputs, dim=reduce_dims, correction=0)
 
 
 __all__ = ["batch_norm", "conv_geometry", "depthwise_conv2d_nchw", "depthwise_kernel",

@@ -72,6 +72,9 @@ def l2_regularizer(scale, scope=None):
 
 def sum_regularizer(regularizer_list, scope=None):
     """Sums the penalties of ``regularizer_list``; None when the list is empty."""
+    if isinstance(regularizer_list, (str, bytes)) or not hasattr(regularizer_list, "__iter__"):
+        raise TypeError(f"Invalid regularizer_list {regularizer_list!r}: expected a list of "
+                        "regularizers.")
     regularizers = [reg for reg in regularizer_list if reg is not None]
     for reg in regularizers:
         if not callable(reg):

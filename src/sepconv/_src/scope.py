@@ -16,6 +16,7 @@ from . import graph as graph_lib
 from .graph import AUTO_REUSE, GraphKeys, Variable
 from . import initializers as init_lib
 from .utils import as_dtype as _as_dtype
+from .utils import check_callable as _check_callable
 
 __all__ = ["Template", "VariableScope", "get_variable", "get_variable_scope",
            "make_template", "model_variable", "variable", "variable_scope"]
@@ -175,6 +176,8 @@ def variable_scope(name_or_scope, default_name=None, values=None, initializer=No
     """
     del values, caching_device, partitioner, use_resource, constraint, auxiliary_name_scope
     reuse = _normalize_reuse(reuse)
+    _check_scope_defaults(default_name, initializer, regularizer, custom_getter)
+    dtype = _as_dtype(dtype)
     if name_or_scope is None and default_name is None:
         raise TypeError("If default_name is None then name_or_scope is required")
     if name_or_scope is not None and not isinstance(name_or_scope, (str, VariableScope)):
@@ -207,6 +210,33 @@ def variable_scope(name_or_scope, default_name=None, values=None, initializer=No
         else:
             _close_subscopes(state.scope_counts, scope.name)
         state.var_scope = old
+
+
+def _check_scope_defaults(default_name, initializer, regularizer, custom_getter):
+    """Checked before the scope counters move, so a bad call leaves them untouched."""
+    if default_name is not None and (not isinstance(default_name, str) or not default_name):
+        raise TypeError(f"Invalid default_name {default_name!r}: expected a non-empty string or None.")
+    if initializer is not None and not _is_array(initializer):
+        _check_callable(initializer, "initializer")
+    _check_callable(regularizer, "regularizer")
+    _check_callable(custom_getter, "custom_getter")
+
+
+def _check_variable_collections(collections):
+    if collections is not None and (isinstance(collections, str)
+                                    or not isinstance(collections, (list, tuple, set))):
+        raise TypeError(f"Invalid collections {collections!r}: expected a list, tuple or set "
+                        "of collection names, or None.")
+
+
+def _check_device(device):
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Invalid device {device!r}: expected a torch.device or a device "
+                         "string like 'cpu' or 'cuda:0'.") from None
 
 
 def _open(state, name):
@@ -279,6 +309,9 @@ def get_variable(name, shape=None, dtype=None, initializer=None, regularizer=Non
     del synchronization, aggregation
     if not isinstance(name, str) or not name:
         raise TypeError(f"get_variable: name must be a non-empty string, got {name!r}.")
+    _check_callable(custom_getter, "custom_getter")
+    _check_variable_collections(collections)
+    device = _check_device(device)
     scope = get_variable_scope()
     full_name = f"{scope.name}/{name}" if scope.name else name
     getter = _chain_getters(custom_getter, scope.custom_getter) if custom_getter else scope.custom_getter

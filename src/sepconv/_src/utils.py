@@ -83,7 +83,7 @@ def to_tensor(inputs, argument="inputs"):
     if isinstance(inputs, torch.Tensor):
         tensor = inputs
     elif isinstance(inputs, np.ndarray) or (hasattr(inputs, "__array__") and not isinstance(inputs, (str, bytes))):
-        tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(inputs)))
+        tensor = _array_to_tensor(inputs, argument)
     else:
         raise TypeError(f"Invalid {argument} of type {type(inputs).__name__}: expected a "
                         "torch.Tensor or a numpy array.")
@@ -94,3 +94,12 @@ def to_tensor(inputs, argument="inputs"):
         raise ValueError(f"Invalid {argument} rank {tensor.dim()} (shape {list(tensor.shape)}): "
                          "expected a 4-D tensor.")
     return tensor
+
+
+def _array_to_tensor(inputs, argument):
+    array = np.asarray(inputs)
+    try:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    except TypeError:  # object, string, datetime and long-double arrays have no tensor dtype
+        raise TypeError(f"Invalid {argument} array dtype {array.dtype}: expected a floating-point "
+                        "array (float16, float32 or float64).") from None
