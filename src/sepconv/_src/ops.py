@@ -1,11 +1,32 @@
 """The math of the separable layer: TF geometry, depthwise, pointwise, batch norm.
 
 No variables live here. Weights arrive in TF's layouts (depthwise
-``[kh, kw, cin, m]``, pointwise ``[1, 1, cin*m, out]``) and are converted at
-the call. Both the TF1-style layer and the ``nn.Module`` call these functions.
+``[kh, kw, cin, m]``, pointwise ``[1, 1, cin*m, out]``). Both the TF1-style
+layer and the ``nn.Module`` call these functions, and so does every fast path:
+there is no second implementation of the math.
+
+Why the fast path looks the way it does (measured gains in
+``docs/performance.md``):
+
+* The layer runs in NHWC memory order whatever ``data_format`` says. An NHWC
+  tensor viewed as NCHW is a zero-copy ``channels_last`` tensor, which is
+  what oneDNN's depthwise kernel wants, and in NHWC the pointwise stage is a
+  plain GEMM ``[N*H*W, cin*m] @ [cin*m, out]`` whose right operand is TF's
+  pointwise weight as it is stored: no weight conversion, no layout copy.
+* TF's asymmetric SAME padding (the odd pixel goes bottom/right) is
+  expressed without padding the activation: one leading zero tap on the
+  kernel plus PyTorch's symmetric padding gives the same windows.
+* Bias and activation are applied in place on the GEMM output, which the
+  GEMM's backward does not need, so this is safe under autograd.
+* Converted weights are cached per weight version when no gradient flows.
 """
+import weakref
+
 import torch
 import torch.nn.functional as F
+
+# Activations the layer can apply in place on its own output.
+EPILOGUE_ACTIVATIONS = ("relu", "relu6")
 
 
 def same_padding(size, kernel, stride, dilation):
@@ -87,33 +108,134 @@ def pointwise_kernel(pointwise_weights):
     return pointwise_weights.permute(3, 2, 0, 1)
 
 
-def _to_nchw(x, data_format):
-    # An NHWC tensor viewed as NCHW is a zero-copy channels_last tensor.
-    return x.permute(0, 3, 1, 2) if data_format == "NHWC" else x
+def pointwise_matrix(pointwise_weights):
+    """TF ``[1, 1, cin*m, out]`` as the GEMM operand ``[cin*m, out]`` (a view)."""
+    return pointwise_weights.reshape(pointwise_weights.shape[2], pointwise_weights.shape[3])
 
 
-def _from_nchw(y, data_format):
-    return y.permute(0, 2, 3, 1) if data_format == "NHWC" else y
+# ----------------------------------------------------------------------------
+# Weight-layout cache
+# ----------------------------------------------------------------------------
+_WEIGHT_CACHE = {}
 
 
-def _pad_and_conv_padding(x, pads):
-    """Symmetric padding goes into the conv; TF's asymmetric SAME needs an explicit pad."""
-    (top, bottom), (left, right) = pads
-    if top == bottom and left == right:
-        return x, (top, left)
-    return F.pad(x, (left, right, top, bottom)), (0, 0)
+def _cached(kind, weights, convert):
+    """``convert(*weights)``, cached on the weights' identities and versions.
+
+    The cache is used only when no gradient can flow to the weights (the
+    converted tensor would otherwise be cut from autograd) and outside
+    ``torch.compile`` tracing. Each in-place update of a weight bumps its
+    ``_version``, which invalidates the entry; entries of dead weights are
+    dropped by a weakref callback.
+    """
+    present = [w for w in weights if w is not None]
+    if (torch.is_grad_enabled() and any(w.requires_grad for w in present)) or _compiling():
+        return convert(*weights)
+    key = (kind,) + tuple(None if w is None else id(w) for w in weights)
+    versions = tuple(None if w is None else w._version for w in weights)
+    entry = _WEIGHT_CACHE.get(key)
+    if entry is not None:
+        refs, cached_versions, value = entry
+        if cached_versions == versions and all(r() is w for r, w in zip(refs, present)):
+            return value
+    with torch.no_grad():
+        value = convert(*weights)
+    refs = tuple(weakref.ref(w, lambda _, key=key: _WEIGHT_CACHE.pop(key, None)) for w in present)
+    _WEIGHT_CACHE[key] = (refs, versions, value)
+    return value
+
+
+def _compiling():
+    compiler = getattr(torch, "compiler", None)
+    return compiler is not None and compiler.is_compiling()
+
+
+# ----------------------------------------------------------------------------
+# Depthwise stage
+# ----------------------------------------------------------------------------
+def _depthwise_plan(pads, rate):
+    """How to realise TF's padding with PyTorch's symmetric conv padding.
+
+    Returns ``(conv_padding, lead_zeros, explicit_pad)``. When ``after`` is
+    ``before + 1`` and the rate is 1, a zero tap in front of the kernel with
+    symmetric padding ``after`` reads the same windows as TF, without copying
+    the activation; otherwise (dilated and odd) an explicit pad is needed.
+    """
+    conv_padding, lead_zeros, explicit = [], [], False
+    for (before, after), d in zip(pads, rate):
+        if before == after:
+            conv_padding.append(before)
+            lead_zeros.append(0)
+        elif after == before + 1 and d == 1:
+            conv_padding.append(after)
+            lead_zeros.append(1)
+        else:
+            explicit = True
+    if explicit:
+        return (0, 0), (0, 0), True
+    return tuple(conv_padding), tuple(lead_zeros), False
+
+
+def _expanded_depthwise_kernel(depthwise_weights, lead_zeros):
+    kernel = depthwise_kernel(depthwise_weights)
+    if any(lead_zeros):
+        kernel = F.pad(kernel, (lead_zeros[1], 0, lead_zeros[0], 0))
+    return kernel.contiguous()
 
 
 def depthwise_conv2d_nchw(x, depthwise_weights, stride, rate, pads):
-    """Depthwise convolution of an NCHW(-viewed) tensor with TF-layout weights."""
-    x, padding = _pad_and_conv_padding(x, pads)
-    return F.conv2d(x, depthwise_kernel(depthwise_weights), None, stride, padding, rate,
-                    groups=x.shape[1])
+    """Depthwise convolution of an NCHW(-viewed) tensor with TF-layout weights.
+
+    Args:
+        x: ``[N, C, H, W]``, any memory format (channels_last is fastest).
+        depthwise_weights: ``[kh, kw, C, m]``.
+        stride, rate: (height, width) pairs.
+        pads: ``((top, bottom), (left, right))`` from :func:`conv_geometry`.
+
+    Returns:
+        ``[N, C*m, H_out, W_out]`` in the memory format oneDNN picks for ``x``.
+    """
+    conv_padding, lead_zeros, explicit = _depthwise_plan(pads, rate)
+    if explicit:
+        (top, bottom), (left, right) = pads
+        x = F.pad(x, (left, right, top, bottom))
+    kernel = _cached(("depthwise", lead_zeros), (depthwise_weights,),
+                     lambda w: _expanded_depthwise_kernel(w, lead_zeros))
+    return F.conv2d(x, kernel, None, stride, conv_padding, rate, groups=x.shape[1])
+
+
+# ----------------------------------------------------------------------------
+# The layer
+# ----------------------------------------------------------------------------
+def _apply_activation_(y, activation):
+    if activation == "relu":
+        return y.relu_()
+    if activation == "relu6":
+        return y.clamp_(0.0, 6.0)
+    return y
+
+
+def _check_activation(activation):
+    if activation is not None and activation not in EPILOGUE_ACTIVATIONS:
+        raise ValueError(f"Invalid activation {activation!r}: expected None or one of "
+                         f"{list(EPILOGUE_ACTIVATIONS)}.")
+
+
+def _as_channels_last_nchw(inputs, data_format):
+    """The input as an NCHW-shaped tensor in NHWC memory order.
+
+    Zero-copy for contiguous NHWC input; NCHW input pays one copy, which
+    oneDNN's depthwise kernel and the NHWC GEMM repay (see performance.md).
+    """
+    if data_format == "NHWC":
+        return inputs.permute(0, 3, 1, 2)
+    return inputs.contiguous(memory_format=torch.channels_last)
 
 
 def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=None, *,
-                     stride=(1, 1), rate=(1, 1), padding="SAME", data_format="NHWC"):
-    """Depthwise conv, then an optional pointwise conv, then an optional bias.
+                     stride=(1, 1), rate=(1, 1), padding="SAME", data_format="NHWC",
+                     activation=None):
+    """Depthwise conv, then an optional pointwise conv, bias and activation.
 
     Args:
         inputs: 4-D tensor in ``data_format``.
@@ -124,24 +246,44 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
             depthwise stage only.
         padding: ``'SAME'`` or ``'VALID'``.
         data_format: ``'NHWC'`` or ``'NCHW'``.
+        activation: None, ``'relu'`` or ``'relu6'``, applied in place after
+            the bias (the same numbers as ``torch.relu`` / ``F.relu6``).
 
     Returns:
-        The output, in ``data_format``.
+        The output, shaped for ``data_format``. Its memory is NHWC-ordered
+        either way (an NCHW result is a ``channels_last`` tensor).
+
+    Raises:
+        ValueError: on an unknown ``activation``, or from :func:`conv_geometry`.
 
     Shape:
         SAME: ``out = ceil(in / stride)``. VALID:
         ``out = floor((in - (k - 1) * rate - 1) / stride) + 1``.
+
+    Example:
+        >>> x = torch.ones(1, 4, 4, 2)
+        >>> dw, pw = torch.ones(3, 3, 2, 1), torch.ones(1, 1, 2, 3)
+        >>> y = separable_conv2d(x, dw, pw, torch.zeros(3), stride=(2, 2))
+        >>> y[0, :, :, 0].tolist()  # TF pads bottom/right only: 3x3, 3x2, 2x2 windows
+        [[18.0, 12.0], [12.0, 8.0]]
     """
+    _check_activation(activation)
     spatial = inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4]
     kernel = tuple(depthwise_weights.shape[:2])
     pads, _ = conv_geometry(tuple(spatial), kernel, stride, rate, padding)
-    x = _to_nchw(inputs, data_format)
+    x = _as_channels_last_nchw(inputs, data_format)
     y = depthwise_conv2d_nchw(x, depthwise_weights, stride, rate, pads)
+    n, channels, out_h, out_w = y.shape
+    rows = y.permute(0, 2, 3, 1).reshape(n * out_h * out_w, channels)
     if pointwise_weights is not None:
-        y = F.conv2d(y, pointwise_kernel(pointwise_weights), biases)
+        weights = pointwise_matrix(pointwise_weights)
+        rows = torch.mm(rows, weights) if biases is None else torch.addmm(biases, rows, weights)
     elif biases is not None:
-        y = y + biases.view(1, -1, 1, 1)
-    return _from_nchw(y, data_format)
+        # The depthwise conv's backward does not need its output: in place is safe.
+        rows = rows.add_(biases)
+    rows = _apply_activation_(rows, activation)
+    out = rows.view(n, out_h, out_w, rows.shape[1])
+    return out if data_format == "NHWC" else out.permute(0, 3, 1, 2)
 
 
 def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsilon,
@@ -192,5 +334,37 @@ def _batch_moments(inputs, reduce_dims, axis):
     return torch.var_mean(inputs, dim=reduce_dims, correction=0)
 
 
-__all__ = ["batch_norm", "conv_geometry", "depthwise_conv2d_nchw", "depthwise_kernel",
-           "output_shape", "pointwise_kernel", "same_padding", "separable_conv2d"]
+def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, beta, gamma, epsilon):
+    """Inference batch norm folded into the pointwise weights and bias.
+
+    ``bn(y @ W + b) = y @ (W * s) + (b - mean) * s + beta`` with
+    ``s = gamma / sqrt(variance + epsilon)``, so the normalizer costs nothing
+    at inference. The result is cached per version of every input tensor
+    when no gradient flows.
+
+    Args:
+        pointwise_weights: ``[1, 1, cin*m, out]``.
+        biases: ``[out]`` or None.
+        moving_mean, moving_variance: ``[out]``.
+        beta, gamma: ``[out]`` or None.
+        epsilon: added to the variance.
+
+    Returns:
+        ``(pointwise_weights, biases)``, the folded pair, same layouts.
+    """
+    def fold(w, b, mean, var, shift, g):
+        scale = torch.rsqrt(var + epsilon)
+        if g is not None:
+            scale = scale * g
+        bias = -mean * scale if b is None else (b - mean) * scale
+        if shift is not None:
+            bias = bias + shift
+        return w * scale, bias
+
+    return _cached(("fold_bn", float(epsilon)),
+                   (pointwise_weights, biases, moving_mean, moving_variance, beta, gamma), fold)
+
+
+__all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "conv_geometry", "depthwise_conv2d_nchw",
+           "depthwise_kernel", "fold_batch_norm", "output_shape", "pointwise_kernel",
+           "pointwise_matrix", "same_padding", "separable_conv2d"]
