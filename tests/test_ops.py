@@ -1,0 +1,331 @@
+"""The math of ``sepconv._src.ops`` (and the layer) against the float64 reference.
+
+``reference.py`` computes the layer with explicit slicing and einsum over a
+zero-padded NHWC input; nothing here shares code with ``ops``. Every
+specialised fast path of ``ops`` has its own test against that reference.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference
+import sepconv as sc
+from sepconv._src import ops
+
+F64 = dict(atol=1e-10, rtol=1e-10)
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+# ----------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("size, kernel, stride, rate, expected", [
+    (224, 3, 2, 1, (0, 1)),   # TF's stride-2 even input: the extra pixel goes after
+    (225, 3, 2, 1, (1, 1)),
+    (112, 3, 2, 1, (0, 1)),
+    (7, 3, 1, 1, (1, 1)),
+    (7, 3, 1, 2, (2, 2)),
+    (5, 2, 1, 1, (0, 1)),     # even kernel, stride 1
+    (5, 2, 1, 3, (1, 2)),     # dilated even kernel: odd total
+    (6, 4, 1, 1, (1, 2)),
+    (1, 3, 2, 1, (1, 1)),
+    (4, 1, 2, 1, (0, 0)),
+    (2, 5, 3, 1, (1, 2)),
+    (19, 3, 1, 1, (1, 1)),
+])
+def test_same_padding_table(size, kernel, stride, rate, expected):
+    assert ops.same_padding(size, kernel, stride, rate) == expected
+    assert reference.tf_same_pads(size, kernel, stride, rate) == expected
+
+
+@given(st.integers(1, 40), st.integers(1, 6), st.integers(1, 4), st.integers(1, 4))
+@SETTINGS
+def test_same_padding_gives_ceil_output(size, kernel, stride, rate):
+    before, after = ops.same_padding(size, kernel, stride, rate)
+    effective = (kernel - 1) * rate + 1
+    assert 0 <= after - before <= 1
+    assert (size + before + after - effective) // stride + 1 == -(-size // stride)
+
+
+def test_conv_geometry_rejects_rate_with_stride():
+    with pytest.raises(ValueError, match="rate"):
+        ops.conv_geometry((8, 8), (3, 3), (2, 1), (1, 2), "SAME")
+
+
+# ----------------------------------------------------------------------------
+# Forward against the reference, over generated arguments
+# ----------------------------------------------------------------------------
+@st.composite
+def layer_cases(draw):
+    """Arguments of one layer call; rate and stride never both above 1 (TF's rule)."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    if draw(st.booleans()):
+        stride, rate = (draw(st.integers(1, 3)), draw(st.integers(1, 3))), (1, 1)
+    else:
+        stride, rate = (1, 1), (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    effective = [(k - 1) * r + 1 for k, r in zip(kernel, rate)]
+    low = effective if padding == "VALID" else (1, 1)
+    height, width = (draw(st.integers(low[0], low[0] + 7)), draw(st.integers(low[1], low[1] + 7)))
+    return dict(
+        batch=draw(st.integers(1, 2)), height=height, width=width,
+        channels=draw(st.integers(1, 4)), multiplier=draw(st.integers(1, 3)),
+        num_outputs=draw(st.one_of(st.none(), st.integers(1, 5))),
+        bias=draw(st.booleans()), kernel=kernel, stride=stride, rate=rate, padding=padding,
+        data_format=draw(st.sampled_from(["NHWC", "NCHW"])),
+        activation=draw(st.sampled_from([None, "relu", "relu6"])),
+        noncontiguous=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 16)))
+
+
+def make_tensors(case, dtype=torch.float64, requires_grad=False):
+    gen = torch.Generator().manual_seed(case["seed"])
+    n, h, w, c = case["batch"], case["height"], case["width"], case["channels"]
+    shape = (n, h, w, c) if case["data_format"] == "NHWC" else (n, c, h, w)
+    if case.get("noncontiguous"):
+        # Same values, other strides: a transposed copy viewed back.
+        x = torch.randn(shape[::-1], generator=gen, dtype=dtype).permute(3, 2, 1, 0)
+    else:
+        x = torch.randn(shape, generator=gen, dtype=dtype)
+    channels_mid = c * case["multiplier"]
+    dw = torch.randn(*case["kernel"], c, case["multiplier"], generator=gen, dtype=dtype)
+    pw = None
+    if case["num_outputs"] is not None:
+        pw = torch.randn(1, 1, channels_mid, case["num_outputs"], generator=gen, dtype=dtype)
+    channels_out = case["num_outputs"] or channels_mid
+    b = torch.randn(channels_out, generator=gen, dtype=dtype) if case["bias"] else None
+    tensors = [x, dw, pw, b]
+    if requires_grad:
+        tensors = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
+    return tensors
+
+
+def call_ops(case, x, dw, pw, b):
+    return ops.separable_conv2d(x, dw, pw, b, stride=case["stride"], rate=case["rate"],
+                                padding=case["padding"], data_format=case["data_format"],
+                                activation=case.get("activation"))
+
+
+def call_reference(case, x, dw, pw, b):
+    y = reference.separable_conv2d(x, dw, pw, b, stride=case["stride"], rate=case["rate"],
+                                   padding=case["padding"], data_format=case["data_format"])
+    activation = case.get("activation")
+    if activation == "relu":
+        y = torch.relu(y)
+    elif activation == "relu6":
+        y = F.relu6(y)
+    return y
+
+
+@given(layer_cases())
+@SETTINGS
+def test_ops_matches_reference(case):
+    tensors = make_tensors(case)
+    expected = call_reference(case, *tensors)
+    actual = call_ops(case, *tensors)
+    assert actual.shape == expected.shape
+    assert actual.shape == ops.output_shape(tuple(tensors[0].shape), case["kernel"], case["stride"],
+                                            case["rate"], case["padding"], case["data_format"],
+                                            expected.shape[3 if case["data_format"] == "NHWC" else 1])
+    torch.testing.assert_close(actual, expected, **F64)
+
+
+@given(layer_cases())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_layer_matches_reference(case):
+    """The TF1 layer end to end, with its variables fed the case's weights."""
+    x, dw, pw, b = make_tensors(case)
+    values = {"depthwise_weights": dw, "pointwise_weights": pw, "biases": b}
+
+    def getter(getter_, name, *args, **kwargs):
+        kwargs["initializer"] = sc.constant_initializer(values[name.split("/")[-1]].numpy())
+        return getter_(name, *args, **kwargs)
+
+    activation = {None: None, "relu": torch.relu, "relu6": F.relu6}[case["activation"]]
+    with sc.Graph().as_default(), sc.variable_scope("net", custom_getter=getter):
+        y = sc.separable_conv2d(x, case["num_outputs"], list(case["kernel"]), case["multiplier"],
+                                stride=list(case["stride"]), rate=list(case["rate"]),
+                                padding=case["padding"], data_format=case["data_format"],
+                                activation_fn=activation,
+                                biases_initializer=sc.zeros_initializer() if case["bias"] else None)
+    torch.testing.assert_close(y, call_reference(case, x, dw, pw, b), **F64)
+
+
+# ----------------------------------------------------------------------------
+# Gradients
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("num_outputs", [None, 3])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("stride, rate", [((2, 2), (1, 1)), ((1, 2), (1, 1)), ((1, 1), (2, 1))])
+def test_gradcheck_all_inputs(num_outputs, data_format, stride, rate):
+    case = dict(batch=2, height=5, width=6, channels=2, multiplier=2, num_outputs=num_outputs,
+                bias=True, kernel=(3, 2), stride=stride, rate=rate, padding="SAME",
+                data_format=data_format, seed=3)
+    tensors = [t for t in make_tensors(case, requires_grad=True) if t is not None]
+    if num_outputs is None:
+        x, dw, b = tensors
+        assert torch.autograd.gradcheck(lambda x, dw, b: call_ops(case, x, dw, None, b), (x, dw, b))
+    else:
+        assert torch.autograd.gradcheck(lambda *t: call_ops(case, *t), tuple(tensors))
+
+
+@given(layer_cases())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_gradients_match_reference(case):
+    """Gradients through the in-place epilogue equal the reference's."""
+    tensors = make_tensors(case, requires_grad=True)
+    wrt = [t for t in tensors if t is not None]
+    actual = call_ops(case, *tensors)
+    cotangent = torch.randn(actual.shape, generator=torch.Generator().manual_seed(1),
+                            dtype=actual.dtype)
+    grads = torch.autograd.grad((actual * cotangent).sum(), wrt)
+    expected = call_reference(case, *tensors)
+    expected_grads = torch.autograd.grad((expected * cotangent).sum(), wrt)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, **F64)
+
+
+# ----------------------------------------------------------------------------
+# Each specialised path against the reference
+# ----------------------------------------------------------------------------
+def _case(**overrides):
+    case = dict(batch=2, height=8, width=6, channels=3, multiplier=1, num_outputs=4, bias=True,
+                kernel=(3, 3), stride=(2, 2), rate=(1, 1), padding="SAME", data_format="NHWC",
+                activation="relu", seed=7)
+    case.update(overrides)
+    return case
+
+
+def _check_against_reference(case, dtype=torch.float64, **tolerance):
+    tensors = make_tensors(case, dtype=dtype)
+    torch.testing.assert_close(call_ops(case, *tensors), call_reference(case, *tensors),
+                               **(tolerance or F64))
+
+
+def test_asymmetric_padding_uses_a_zero_tap_not_a_copy():
+    # 8x6 input, stride 2, kernel 3: TF pads (0, 1) on both axes.
+    assert ops._depthwise_plan(((0, 1), (0, 1)), (1, 1)) == ((1, 1), (1, 1), False)
+    _check_against_reference(_case())
+
+
+@pytest.mark.parametrize("stride", [(1, 2), (2, 1), (3, 2)])
+def test_unequal_strides_with_asymmetric_padding(stride):
+    _check_against_reference(_case(stride=stride, height=9, width=8))
+
+
+def test_dilated_odd_padding_falls_back_to_explicit_pad():
+    # kernel 2 at rate 3: total padding 3, odd; a zero tap would shift by 3.
+    assert ops._depthwise_plan(((1, 2), (0, 0)), (3, 1))[2] is True
+    _check_against_reference(_case(kernel=(2, 1), stride=(1, 1), rate=(3, 1), height=7))
+
+
+@pytest.mark.parametrize("rate", [(2, 2), (1, 3), (2, 1)])
+def test_dilation(rate):
+    _check_against_reference(_case(stride=(1, 1), rate=rate, height=9, width=9))
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_nchw_input(padding):
+    _check_against_reference(_case(data_format="NCHW", padding=padding))
+    _check_against_reference(_case(data_format="NCHW", padding=padding, noncontiguous=True))
+
+
+def test_float32_fast_path_within_float32_tolerance():
+    _check_against_reference(_case(height=16, width=16, channels=8, num_outputs=16),
+                             dtype=torch.float32, atol=1e-5, rtol=1e-5)
+
+
+def test_in_place_epilogue_keeps_inputs_untouched():
+    case = _case(num_outputs=None)
+    tensors = make_tensors(case)
+    before = [t.clone() for t in tensors if t is not None]
+    call_ops(case, *tensors)
+    for got, want in zip([t for t in tensors if t is not None], before):
+        assert torch.equal(got, want)
+
+
+def test_unknown_activation_is_rejected():
+    with pytest.raises(ValueError, match="'tanh'.*relu"):
+        call_ops(_case(activation="tanh"), *make_tensors(_case()))
+
+
+# ----------------------------------------------------------------------------
+# Batch-norm folding and the weight cache
+# ----------------------------------------------------------------------------
+def _bn_params(channels, seed):
+    gen = torch.Generator().manual_seed(seed)
+    mean = torch.randn(channels, generator=gen, dtype=torch.float64)
+    variance = torch.rand(channels, generator=gen, dtype=torch.float64) + 0.5
+    beta = torch.randn(channels, generator=gen, dtype=torch.float64)
+    gamma = torch.randn(channels, generator=gen, dtype=torch.float64)
+    return mean, variance, beta, gamma
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("with_gamma", [False, True])
+def test_inference_batch_norm_folding(with_bias, with_gamma):
+    case = _case(bias=with_bias, activation=None)
+    x, dw, pw, b = make_tensors(case)
+    mean, variance, beta, gamma = _bn_params(case["num_outputs"], 1)
+    gamma = gamma if with_gamma else None
+    folded_pw, folded_b = ops.fold_batch_norm(pw, b, mean, variance, beta, gamma, 1e-3)
+    actual = call_ops(case, x, dw, folded_pw, folded_b)
+    expected = reference.batch_norm_inference(call_reference(case, x, dw, pw, b), mean, variance,
+                                              beta, gamma, 1e-3)
+    torch.testing.assert_close(actual, expected, **F64)
+    # The layer's own inference batch norm gives the same numbers.
+    unfolded = ops.batch_norm(call_ops(case, x, dw, pw, b), beta, gamma, mean, variance,
+                              decay=0.9, epsilon=1e-3, is_training=False, channel_axis=3)
+    torch.testing.assert_close(unfolded, expected, **F64)
+
+
+def test_fold_is_recomputed_when_a_statistic_changes_in_place():
+    case = _case(activation=None)
+    x, dw, pw, b = make_tensors(case)
+    mean, variance, beta, gamma = _bn_params(case["num_outputs"], 2)
+    first = ops.fold_batch_norm(pw, b, mean, variance, beta, gamma, 1e-3)
+    assert ops.fold_batch_norm(pw, b, mean, variance, beta, gamma, 1e-3)[0] is first[0]
+    with torch.no_grad():
+        mean.add_(1.0)  # bumps mean._version, as batch_norm's moving update does
+    second = ops.fold_batch_norm(pw, b, mean, variance, beta, gamma, 1e-3)
+    expected = reference.batch_norm_inference(call_reference(case, x, dw, pw, b), mean, variance,
+                                              beta, gamma, 1e-3)
+    torch.testing.assert_close(call_ops(case, x, dw, *second), expected, **F64)
+
+
+def test_depthwise_cache_follows_weight_updates_and_keeps_gradients():
+    case = _case()
+    x, dw, pw, b = make_tensors(case)
+    dw.requires_grad_(True)
+    with torch.no_grad():
+        first = call_ops(case, x, dw, pw, b)
+        dw.mul_(2.0)
+        second = call_ops(case, x, dw, pw, b)
+    torch.testing.assert_close(second, call_reference(case, x, dw.detach(), pw, b), **F64)
+    assert not torch.allclose(first, second)
+    # With gradients on, the converted kernel stays connected to the TF-layout weight.
+    y = call_ops(case, x, dw, pw, b)
+    (grad,) = torch.autograd.grad(y.sum(), dw)
+    (expected,) = torch.autograd.grad(call_reference(case, x, dw, pw, b).sum(), dw)
+    torch.testing.assert_close(grad, expected, **F64)
+
+
+# ----------------------------------------------------------------------------
+# torch.compile
+# ----------------------------------------------------------------------------
+def test_torch_compile_full_graph_forward_and_backward():
+    # aot_eager traces the whole path (dynamo + AOT autograd, which
+    # functionalises the in-place epilogue) without inductor's C++ build,
+    # which takes ~45 s on the 2-core test machine.
+    torch._dynamo.reset()
+    case = _case(stride=(2, 1))
+    compiled = torch.compile(lambda *t: call_ops(case, *t), backend="aot_eager", fullgraph=True)
+    tensors = make_tensors(case, requires_grad=True)
+    actual = compiled(*tensors)
+    expected = call_reference(case, *tensors)
+    torch.testing.assert_close(actual, expected, **F64)
+    grads = torch.autograd.grad(actual.sum(), tensors)
+    for got, want in zip(grads, torch.autograd.grad(expected.sum(), tensors)):
+        torch.testing.assert_close(got, want, **F64)
