@@ -85,15 +85,18 @@ def test_normalizer_replaces_biases_and_runs_inside_layer_scope():
                      "SeparableConv2d/BatchNorm/moving_variance:0"]
 
 
-def test_batch_norm_training_updates_moving_statistics_with_bessel_correction():
-    x = torch.randn(4, 3, 3, 2, dtype=torch.float64)
+# TF's fused kernel (float32) feeds the moving variance the Bessel-corrected batch
+# variance; its float64 path (no fused kernel) feeds the biased one.
+@pytest.mark.parametrize("dtype,correction", [(torch.float32, 36 / 35), (torch.float64, 1.0)])
+def test_batch_norm_training_updates_moving_statistics_like_tf(dtype, correction):
+    x = torch.randn(4, 3, 3, 2, dtype=dtype)
     y = sc.batch_norm(x, decay=0.9, scale=True)
     mean = x.mean(dim=(0, 1, 2))
     var = x.var(dim=(0, 1, 2), unbiased=False)
     torch.testing.assert_close(y, (x - mean) / torch.sqrt(var + 0.001))
     moving_mean, moving_var = sc.global_variables()[2:]
     torch.testing.assert_close(moving_mean.detach(), 0.1 * mean)
-    torch.testing.assert_close(moving_var.detach(), 0.9 + 0.1 * var * 36 / 35)
+    torch.testing.assert_close(moving_var.detach(), 0.9 + 0.1 * var * correction)
 
 
 def test_batch_norm_inference_uses_moving_statistics_and_nchw_axis():

@@ -228,6 +228,11 @@ def _as_channels_last_nchw(inputs, data_format):
     oneDNN's depthwise kernel and the NHWC GEMM repay (see performance.md).
     """
     if data_format == "NHWC":
+        if inputs.shape[3] == 1:
+            # With one channel the permuted strides are both NCHW- and NHWC-contiguous, and
+            # oneDNN in torch 2.13 then returns wrong, run-dependent weight gradients for
+            # strided 1x1 kernels. Plain NCHW strides (same memory, no copy) avoid that.
+            return inputs.reshape(inputs.shape[0], 1, inputs.shape[1], inputs.shape[2])
         return inputs.permute(0, 3, 1, 2)
     return inputs.contiguous(memory_format=torch.channels_last)
 
@@ -293,8 +298,9 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
     In training the batch statistics normalise (biased variance) and the
     moving statistics are updated in place as ``moving = moving * decay +
     batch * (1 - decay)``, i.e. PyTorch's ``momentum = 1 - decay``. The moving
-    variance takes the Bessel-corrected batch variance, as TF's fused kernel
-    does (``n / max(n - 1, 1)``).
+    variance takes the Bessel-corrected batch variance (``n / max(n - 1, 1)``)
+    where TF runs its fused kernel (float16/bfloat16/float32), and the biased
+    one for float64, which TF computes with its non-fused ops.
 
     Args:
         beta, gamma: ``[C]`` tensors or None (no centre / no scale).
@@ -311,7 +317,7 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
         variance, mean = _batch_moments(inputs, reduce_dims, axis)
         count = inputs.numel() // max(inputs.shape[axis], 1)
         with torch.no_grad():
-            bessel = count / max(count - 1, 1)
+            bessel = count / max(count - 1, 1) if _has_fused_kernel(inputs.dtype) else 1.0
             moving_mean.mul_(decay).add_(mean.detach().to(moving_mean.dtype), alpha=1 - decay)
             moving_variance.mul_(decay).add_((variance.detach() * bessel).to(moving_variance.dtype),
                                              alpha=1 - decay)
@@ -324,6 +330,10 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
     if beta is not None:
         shift = shift + beta
     return inputs * scale.view(shape) + shift.view(shape)
+
+
+def _has_fused_kernel(dtype):
+    return dtype != torch.float64
 
 
 def _batch_moments(inputs, reduce_dims, axis):
