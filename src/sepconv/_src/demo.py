@@ -21,6 +21,8 @@ import time
 
 import torch
 
+import sepconv as sc
+
 from . import demo_data, demo_dist, demo_model, demo_report, demo_train
 
 DEFAULT_OUT = "demo-output"
@@ -86,9 +88,14 @@ def main(argv=None):
     """Runs the demo; returns 0 on success, 1 if the restored model disagrees."""
     config = build_parser().parse_args(argv)
     context = demo_dist.init_from_env()
+    threads = torch.get_num_threads()
+    # A graph of its own and a forked RNG: calling main() twice in one process
+    # (as the tests do) neither mixes two models' variables nor moves torch's seed.
     try:
-        return _run(config, context)
+        with sc.Graph().as_default(), torch.random.fork_rng(devices=[]):
+            return _run(config, context)
     finally:
+        torch.set_num_threads(threads)
         demo_dist.shutdown(context)
 
 
