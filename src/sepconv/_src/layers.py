@@ -3,6 +3,7 @@
 Each layer call is all-or-nothing: if it raises, the graph's variables,
 collections and scope counters are restored (``Graph._atomic``).
 """
+import functools
 import inspect
 import numbers
 
@@ -83,18 +84,30 @@ def _check_scope(scope):
     return scope
 
 
+@functools.lru_cache(maxsize=64)  # inspect.signature costs more than a small layer call
+def _normalizer_keywords(normalizer_fn):
+    """The keyword names ``normalizer_fn`` takes, or None when it takes any (or is opaque)."""
+    try:
+        parameters = list(inspect.signature(normalizer_fn).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: the call itself decides
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    # The first parameter receives the layer's output, so it is not a valid key either.
+    return tuple(p.name for p in parameters[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
 def _check_normalizer_params(normalizer_fn, params):
     """Unknown keys fail before any variable exists, naming the keys the normalizer takes."""
     if normalizer_fn is None or not params:
         return
     try:
-        parameters = list(inspect.signature(normalizer_fn).parameters.values())
-    except (TypeError, ValueError):  # no introspectable signature: the call itself decides
+        allowed = _normalizer_keywords(normalizer_fn)
+    except TypeError:  # an unhashable callable
+        allowed = _normalizer_keywords.__wrapped__(normalizer_fn)
+    if allowed is None:
         return
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return
-    # The first parameter receives the layer's output, so it is not a valid key either.
-    allowed = [p.name for p in parameters[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    allowed = list(allowed)
     unknown = [key for key in params if key not in allowed]
     if unknown:
         name = getattr(normalizer_fn, "__name__", repr(normalizer_fn))

@@ -176,6 +176,16 @@ def _depthwise_plan(pads, rate):
     return tuple(conv_padding), tuple(lead_zeros), False
 
 
+def _zero_tap_is_exact(x):
+    """The zero tap multiplies a real pixel, so it is exact only on a finite input.
+
+    ``0 * inf`` and ``0 * nan`` are NaN where TF reads no pixel at all. A finite
+    sum proves every element finite (an overflowing sum only costs the fast
+    path); under ``torch.compile`` the data-dependent test is skipped.
+    """
+    return not _compiling() and bool(torch.isfinite(x.detach().sum()))
+
+
 def _expanded_depthwise_kernel(depthwise_weights, lead_zeros):
     kernel = depthwise_kernel(depthwise_weights)
     if any(lead_zeros):
@@ -196,6 +206,8 @@ def depthwise_conv2d_nchw(x, depthwise_weights, stride, rate, pads):
         ``[N, C*m, H_out, W_out]`` in the memory format oneDNN picks for ``x``.
     """
     conv_padding, lead_zeros, explicit = _depthwise_plan(pads, rate)
+    if any(lead_zeros) and not _zero_tap_is_exact(x):
+        conv_padding, lead_zeros, explicit = (0, 0), (0, 0), True
     if explicit:
         (top, bottom), (left, right) = pads
         x = F.pad(x, (left, right, top, bottom))

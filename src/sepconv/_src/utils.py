@@ -57,7 +57,7 @@ def padding_mode(padding):
 def data_format(value):
     """Checks ``data_format`` with TF's message."""
     if value not in DATA_FORMATS:
-        raise ValueError("data_format has to be either NCHW or NHWC.")
+        raise ValueError(f"data_format has to be either NCHW or NHWC, got {value!r}.")
     return value
 
 
