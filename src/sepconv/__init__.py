@@ -16,6 +16,8 @@ from ._src.initializers import (constant_initializer, glorot_uniform_initializer
                                 variance_scaling_initializer, xavier_initializer,
                                 zeros_initializer)
 from ._src.layers import batch_norm, separable_conv2d, separable_convolution2d
+from ._src.slim_layers import (avg_pool2d, conv2d, convolution2d, dropout, flatten, max_pool2d,
+                                softmax)
 from ._src.regularizers import (get_regularization_loss, get_regularization_losses,
                                 l1_l2_regularizer, l1_regularizer, l2_regularizer,
                                 sum_regularizer)
@@ -25,6 +27,7 @@ from ._src.scope import (Template, VariableScope, get_variable, get_variable_sco
 __version__ = "0.1.0"
 
 __all__ = [
+    "avg_pool2d", "conv2d", "convolution2d", "dropout", "flatten", "max_pool2d", "softmax",
     "AUTO_REUSE", "Graph", "GraphKeys", "Template", "Variable", "VariableScope",
     "add_arg_scope", "add_to_collection", "add_to_collections", "arg_scope",
     "arg_scope_func_key", "arg_scoped_arguments", "batch_norm", "constant_initializer",

@@ -390,3 +390,134 @@ def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, bet
 __all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "conv_geometry", "depthwise_conv2d_nchw",
            "depthwise_kernel", "fold_batch_norm", "output_shape", "pointwise_kernel",
            "pointwise_matrix", "same_padding", "separable_conv2d"]
+
+
+# ----------------------------------------------------------------------------
+# slim's companions of the separable layer: full convolution and pooling
+# ----------------------------------------------------------------------------
+def _spatial_of(inputs, data_format):
+    return tuple(inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4])
+
+
+def _as_nchw_view(inputs, data_format):
+    # An NHWC tensor viewed as NCHW is a zero-copy channels_last tensor.
+    return inputs.permute(0, 3, 1, 2) if data_format == "NHWC" else inputs
+
+
+def _from_nchw_view(outputs, data_format):
+    return outputs.permute(0, 2, 3, 1) if data_format == "NHWC" else outputs
+
+
+def _pad_nchw(x, pads, value=0.0):
+    (top, bottom), (left, right) = pads
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def conv2d(inputs, weights, biases=None, *, stride=(1, 1), rate=(1, 1), padding="SAME",
+           data_format="NHWC"):
+    """A full 2-D convolution with TF's padding and TF-layout weights.
+
+    Args:
+        inputs: 4-D tensor in ``data_format``.
+        weights: ``[kh, kw, cin, out]`` (TF's layout).
+        biases: ``[out]`` or None.
+        stride, rate: (height, width) pairs.
+        padding: ``'SAME'`` or ``'VALID'``.
+        data_format: ``'NHWC'`` or ``'NCHW'``.
+
+    Returns:
+        The output in ``data_format``; NHWC-ordered memory either way.
+
+    Raises:
+        ValueError: from :func:`conv_geometry`.
+
+    Shape:
+        As :func:`separable_conv2d`, with ``out`` channels.
+
+    Example:
+        >>> x = torch.ones(1, 4, 4, 1)
+        >>> y = conv2d(x, torch.ones(3, 3, 1, 1), stride=(2, 2))
+        >>> y[0, :, :, 0].tolist()  # TF pads bottom/right only: 3x3, 3x2, 2x2 windows
+        [[9.0, 6.0], [6.0, 4.0]]
+    """
+    kernel = tuple(weights.shape[:2])
+    pads, _ = conv_geometry(_spatial_of(inputs, data_format), kernel, stride, rate, padding)
+    if kernel == (1, 1) and tuple(stride) == (1, 1) and data_format == "NHWC":
+        # A 1x1 convolution in NHWC is one GEMM on the stored weight, as the pointwise stage.
+        n, h, w, cin = inputs.shape
+        rows = inputs.reshape(n * h * w, cin)
+        matrix = weights.reshape(cin, weights.shape[3])
+        rows = torch.mm(rows, matrix) if biases is None else torch.addmm(biases, rows, matrix)
+        return rows.view(n, h, w, matrix.shape[1])
+    x = _as_nchw_view(inputs, data_format)
+    (top, bottom), (left, right) = pads
+    if top == bottom and left == right:
+        conv_padding = (top, left)
+    else:  # TF's odd SAME pixel goes bottom/right, which symmetric padding cannot say
+        x, conv_padding = _pad_nchw(x, pads), (0, 0)
+    y = F.conv2d(x, weights.permute(3, 2, 0, 1), biases, tuple(stride), conv_padding, tuple(rate))
+    return _from_nchw_view(y, data_format)
+
+
+def avg_pool2d(inputs, kernel, *, stride, padding, data_format="NHWC"):
+    """TF's average pooling: SAME divides each window by its count of real pixels.
+
+    Padded positions are not counted (unlike ``count_include_pad=True``),
+    also where TF pads one more pixel at the bottom/right.
+
+    Args:
+        inputs: 4-D tensor in ``data_format``.
+        kernel, stride: (height, width) pairs.
+        padding: ``'SAME'`` or ``'VALID'``.
+        data_format: ``'NHWC'`` or ``'NCHW'``.
+
+    Returns:
+        The pooled tensor in ``data_format``.
+
+    Raises:
+        ValueError: a VALID input smaller than the kernel.
+
+    Example:
+        >>> x = torch.arange(9.0).view(1, 3, 3, 1)
+        >>> avg_pool2d(x, (2, 2), stride=(2, 2), padding="SAME")[0, :, :, 0].tolist()
+        [[2.0, 3.5], [6.5, 8.0]]
+    """
+    pads, _ = conv_geometry(_spatial_of(inputs, data_format), kernel, stride, (1, 1), padding)
+    x = _as_nchw_view(inputs, data_format)
+    if not any(before or after for before, after in pads):
+        return _from_nchw_view(F.avg_pool2d(x, tuple(kernel), tuple(stride)), data_format)
+    # Exact window sums over zero padding, divided by the exact counts of real pixels.
+    sums = F.avg_pool2d(_pad_nchw(x, pads), tuple(kernel), tuple(stride), divisor_override=1)
+    mask = _pad_nchw(x.new_ones((1, 1) + tuple(x.shape[2:])), pads)
+    counts = F.avg_pool2d(mask, tuple(kernel), tuple(stride), divisor_override=1)
+    return _from_nchw_view(sums / counts, data_format)
+
+
+def max_pool2d(inputs, kernel, *, stride, padding, data_format="NHWC"):
+    """TF's max pooling: SAME pads with -inf, the odd pixel at the bottom/right.
+
+    Args:
+        inputs: 4-D tensor in ``data_format``.
+        kernel, stride: (height, width) pairs.
+        padding: ``'SAME'`` or ``'VALID'``.
+        data_format: ``'NHWC'`` or ``'NCHW'``.
+
+    Returns:
+        The pooled tensor in ``data_format``.
+
+    Raises:
+        ValueError: a VALID input smaller than the kernel.
+
+    Example:
+        >>> x = torch.arange(9.0).view(1, 3, 3, 1)
+        >>> max_pool2d(x, (2, 2), stride=(2, 2), padding="SAME")[0, :, :, 0].tolist()
+        [[4.0, 5.0], [7.0, 8.0]]
+    """
+    pads, _ = conv_geometry(_spatial_of(inputs, data_format), kernel, stride, (1, 1), padding)
+    x = _as_nchw_view(inputs, data_format)
+    if any(before or after for before, after in pads):
+        x = _pad_nchw(x, pads, value=float("-inf"))
+    return _from_nchw_view(F.max_pool2d(x, tuple(kernel), tuple(stride)), data_format)
+
+
+__all__ += ["avg_pool2d", "conv2d", "max_pool2d"]

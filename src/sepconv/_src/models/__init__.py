@@ -1,0 +1,1 @@
+"""Networks built from sepconv's slim layers (public through :mod:`sepconv.models`)."""
