@@ -1,0 +1,542 @@
+"""sc.nn: SeparableConv2d and BatchNorm modules, and Template (TF1 model functions as modules)."""
+import copy
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sepconv as sc
+from sepconv._src.checkpoint import update_checkpoint_state, write_bundle
+
+
+@pytest.fixture(autouse=True)
+def fresh_graph():
+    with sc.Graph().as_default() as graph:
+        yield graph
+
+
+def _layer_variables(graph):
+    return {v.op_name.split("/", 1)[1]: v for v in graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)}
+
+
+# ----------------------------------------------------------------------------
+# SeparableConv2d: the same numbers as the functional layer
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("num_outputs", [5, None])
+@pytest.mark.parametrize("stride,rate,padding", [(1, 1, "SAME"), (2, 1, "SAME"), (1, 2, "VALID")])
+def test_module_equals_functional_layer(fresh_graph, data_format, num_outputs, stride, rate, padding):
+    shape = (2, 9, 8, 3) if data_format == "NHWC" else (2, 3, 9, 8)
+    x = torch.randn(shape)
+    options = dict(stride=stride, rate=rate, padding=padding, data_format=data_format,
+                   biases_initializer=sc.random_normal_initializer(seed=2))
+    expected = sc.separable_conv2d(x, num_outputs, [3, 2], 2,
+                                   weights_initializer=sc.xavier_initializer(seed=1), **options)
+    module = sc.nn.SeparableConv2d(num_outputs, [3, 2], 2,
+                                   weights_initializer=sc.xavier_initializer(seed=1), **options)
+    actual = module(x)
+    # A seeded initializer gives the module the layer's very weights.
+    for name, variable in _layer_variables(fresh_graph).items():
+        torch.testing.assert_close(getattr(module, name), variable, rtol=0, atol=0)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+def test_module_with_copied_weights_matches_layer(fresh_graph):
+    x = torch.randn(2, 7, 7, 4)
+    expected = sc.separable_conv2d(x, 6, 3, 1, biases_initializer=sc.random_normal_initializer())
+    module = sc.nn.SeparableConv2d(6, 3, 1, in_channels=4)
+    state = {name: v.detach() for name, v in _layer_variables(fresh_graph).items()}
+    module.load_state_dict(state)
+    torch.testing.assert_close(module(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_batch_norm_normalizer_matches_functional_normalizer(fresh_graph, data_format):
+    x = torch.randn(4, 6, 6, 3) if data_format == "NHWC" else torch.randn(4, 3, 6, 6)
+    init = dict(weights_initializer=sc.xavier_initializer(seed=5), data_format=data_format)
+    bn_params = dict(decay=0.9, scale=True, epsilon=0.01)
+    expected = sc.separable_conv2d(x, 4, 3, 2, normalizer_fn=sc.batch_norm,
+                                   normalizer_params={**bn_params, "data_format": data_format}, **init)
+    module = sc.nn.SeparableConv2d(4, 3, 2, normalizer=sc.nn.BatchNorm(**bn_params, data_format=data_format),
+                                   **init)
+    torch.testing.assert_close(module(x), expected)
+    variables = _layer_variables(fresh_graph)
+    for name in ("moving_mean", "moving_variance"):
+        torch.testing.assert_close(getattr(module.normalizer, name), variables[f"BatchNorm/{name}"])
+    assert module.biases is None
+
+
+def test_batch_norm_module_matches_functional_in_eval(fresh_graph):
+    x = torch.randn(5, 4, 4, 3)
+    bn = sc.nn.BatchNorm(3, scale=True, epsilon=0.1)
+    with torch.no_grad():
+        bn.moving_mean.uniform_()
+        bn.moving_variance.uniform_(0.5, 2)
+    expected = sc.batch_norm(x, scale=True, epsilon=0.1, is_training=False, param_initializers={
+        "moving_mean": bn.moving_mean.clone(), "moving_variance": bn.moving_variance.clone()})
+    torch.testing.assert_close(bn.eval()(x), expected)
+
+
+# ----------------------------------------------------------------------------
+# SeparableConv2d: PyTorch conventions
+# ----------------------------------------------------------------------------
+def test_state_dict_keys_follow_tf_names_and_layouts():
+    conv = sc.nn.SeparableConv2d(8, [3, 2], 2, in_channels=5)
+    assert {k: tuple(v.shape) for k, v in conv.state_dict().items()} == {
+        "depthwise_weights": (3, 2, 5, 2), "pointwise_weights": (1, 1, 10, 8), "biases": (8,)}
+    depthwise_only = sc.nn.SeparableConv2d(None, 3, 3, in_channels=2, biases_initializer=None)
+    assert list(depthwise_only.state_dict()) == ["depthwise_weights"]
+    assert depthwise_only.pointwise_weights is None and depthwise_only.biases is None
+    normalized = sc.nn.SeparableConv2d(4, 3, 1, in_channels=2, normalizer=sc.nn.BatchNorm(scale=True))
+    assert list(normalized.state_dict()) == [
+        "depthwise_weights", "pointwise_weights", "normalizer.gamma", "normalizer.beta",
+        "normalizer.moving_mean", "normalizer.moving_variance"]
+
+
+def test_lazy_in_channels_are_inferred_from_the_first_input():
+    conv = sc.nn.SeparableConv2d(None, 3, 2, data_format="NCHW")
+    assert conv.in_channels is None and conv.out_channels is None and conv.has_uninitialized_params()
+    conv(torch.randn(1, 7, 5, 5))
+    assert conv.in_channels == 7 and conv.out_channels == 14
+    assert conv.depthwise_weights.shape == (3, 3, 7, 2) and conv.biases.shape == (14,)
+    assert not conv.has_uninitialized_params()
+
+
+def test_lazy_module_takes_shapes_from_load_state_dict():
+    source = sc.nn.SeparableConv2d(4, 3, 1, in_channels=6)
+    lazy = sc.nn.SeparableConv2d(4, 3, 1)
+    lazy.load_state_dict(source.state_dict())
+    assert lazy.in_channels == 6
+    x = torch.randn(1, 5, 5, 6)
+    torch.testing.assert_close(lazy(x), source(x))
+
+
+def test_reset_parameters_draws_xavier_uniform_within_the_limit():
+    torch.manual_seed(0)
+    conv = sc.nn.SeparableConv2d(300, 3, 4, in_channels=200)
+    limits = {"depthwise_weights": math.sqrt(6 / (9 * 200 + 9 * 4)),
+              "pointwise_weights": math.sqrt(6 / (800 + 300))}
+    for _ in range(2):  # the constructor's draw, then an explicit reset
+        for name, limit in limits.items():
+            weights = getattr(conv, name)
+            assert weights.abs().max() <= limit
+            assert weights.abs().max() > 0.99 * limit
+            # Uniform(-a, a) has variance a^2 / 3.
+            assert weights.var().item() == pytest.approx(limit ** 2 / 3, rel=0.05)
+            assert abs(weights.mean().item()) < 0.02 * limit
+        assert torch.count_nonzero(conv.biases) == 0
+        before = conv.depthwise_weights.detach().clone()
+        conv.reset_parameters()
+        assert not torch.equal(before, conv.depthwise_weights)
+
+
+def test_extra_repr_names_the_options():
+    conv = sc.nn.SeparableConv2d(8, 3, 2, stride=2, padding="valid", data_format="NCHW",
+                                 activation_fn=None, in_channels=4)
+    assert repr(conv) == ("SeparableConv2d(in_channels=4, num_outputs=8, kernel_size=(3, 3), "
+                          "depth_multiplier=2, stride=(2, 2), padding='VALID', data_format='NCHW', "
+                          "activation_fn=None)")
+    assert "in_channels=None" in repr(sc.nn.SeparableConv2d(8, 3, 1))
+    assert "activation_fn=relu" in repr(sc.nn.SeparableConv2d(8, 3, 1))
+    assert repr(sc.nn.BatchNorm(3, scale=True)) == (
+        "BatchNorm(3, decay=0.999, epsilon=0.001, center=True, scale=True, data_format='NHWC')")
+
+
+def test_device_and_dtype_factory_kwargs():
+    conv = sc.nn.SeparableConv2d(4, 3, 2, in_channels=3, dtype=torch.float64,
+                                 normalizer=sc.nn.BatchNorm(dtype=torch.float64))
+    assert {t.dtype for t in conv.state_dict().values()} == {torch.float64}
+    assert conv(torch.randn(1, 5, 5, 3, dtype=torch.float64)).dtype == torch.float64
+    meta = sc.nn.SeparableConv2d(4, 3, 2, device="meta")
+    out = meta(torch.empty(2, 6, 6, 3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 6, 6, 4)
+    assert meta.depthwise_weights.device.type == "meta"
+
+
+def test_module_to_moves_parameters_and_keeps_working():
+    conv = sc.nn.SeparableConv2d(4, 3, 2, in_channels=3).to(torch.float64)
+    assert conv.depthwise_weights.dtype == torch.float64
+    assert conv(torch.ones(1, 4, 4, 3, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_optimizer_step_changes_the_weights():
+    torch.manual_seed(0)
+    conv = sc.nn.SeparableConv2d(2, 3, 1, in_channels=3, activation_fn=None)
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.1)
+    conv(torch.randn(2, 5, 5, 3)).square().mean().backward()
+    optimizer.step()
+    for key, value in conv.state_dict().items():
+        assert not torch.equal(value, before[key]), key
+
+
+def test_trainable_false_freezes_the_weights():
+    conv = sc.nn.SeparableConv2d(2, 3, 1, in_channels=3, trainable=False)
+    assert not any(p.requires_grad for p in conv.parameters())
+    assert "trainable=False" in repr(conv)
+
+
+def test_regularization_loss_sums_the_regularizers():
+    conv = sc.nn.SeparableConv2d(2, 3, 1, in_channels=3, weights_regularizer=sc.l2_regularizer(0.5),
+                                 biases_regularizer=sc.l1_regularizer(1.0),
+                                 biases_initializer=sc.ones_initializer())
+    expected = 0.25 * (conv.depthwise_weights.square().sum() + conv.pointwise_weights.square().sum()) + 2
+    torch.testing.assert_close(conv.regularization_loss(), expected)
+    assert sc.nn.SeparableConv2d(2, 3, 1, in_channels=3).regularization_loss().item() == 0
+
+
+def test_batch_norm_updates_moving_statistics_only_in_training():
+    bn = sc.nn.BatchNorm(decay=0.5)
+    x = torch.randn(16, 3, 3, 2) * 3 + 1
+    bn(x)
+    mean = x.mean(dim=(0, 1, 2))
+    torch.testing.assert_close(bn.moving_mean, 0.5 * mean)
+    frozen = bn.moving_mean.clone()
+    bn.eval()(x)
+    assert torch.equal(bn.moving_mean, frozen)
+    assert [name for name, _ in bn.named_buffers()] == ["moving_mean", "moving_variance"]
+    assert [name for name, _ in bn.named_parameters()] == ["beta"]
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, padding="full"), ValueError, r"padding string 'full'.*SAME"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, data_format="NWHC"), ValueError, "data_format has to be"),
+    (lambda: sc.nn.SeparableConv2d(4, [3, 3, 3], 1), ValueError, r"kernel_size \[3, 3, 3\].*length 2"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 0), ValueError, r"depth_multiplier 0: expected an int >= 1"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1.5), TypeError, r"depth_multiplier 1.5"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, stride=2, rate=2), ValueError, "both above 1"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, activation_fn="relu"), TypeError, "activation_fn 'relu'"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, in_channels=0), ValueError, "in_channels 0"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, data_format="NCHW", normalizer=sc.nn.BatchNorm()),
+     ValueError, "data_format='NHWC'.*must match the layer's data_format 'NCHW'"),
+    (lambda: sc.nn.BatchNorm(decay=1.5), ValueError, r"decay 1.5: must be in \[0.0, 1.0\]"),
+    (lambda: sc.nn.BatchNorm(param_initializers={"mean": None}), ValueError, r"keys \['mean'\]"),
+])
+def test_invalid_arguments_raise_naming_the_argument(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_wrong_input_channels_raise():
+    conv = sc.nn.SeparableConv2d(4, 3, 1, in_channels=3)
+    with pytest.raises(ValueError, match=r"shape \[1, 5, 5, 2\]: expected 3 channels on axis 3"):
+        conv(torch.ones(1, 5, 5, 2))
+    with pytest.raises(ValueError, match="rank 3"):
+        conv(torch.ones(5, 5, 3))
+
+
+# ----------------------------------------------------------------------------
+# Template
+# ----------------------------------------------------------------------------
+def net(images, is_training=True, num_classes=3):
+    """A small TF1-style model: arg_scope, scopes, batch norm and a separable head."""
+    with sc.variable_scope("Net"):
+        with sc.arg_scope([sc.separable_conv2d], depth_multiplier=1, normalizer_fn=sc.batch_norm,
+                          normalizer_params={"is_training": is_training, "scale": True, "decay": 0.5}):
+            x = sc.separable_conv2d(images, 8, 3, stride=2, scope="Conv_0")
+            x = sc.separable_conv2d(x, 8, 3, outputs_collections=["end_points"])
+        return sc.separable_conv2d(x, num_classes, 1, 1, activation_fn=None, scope="Logits")
+
+
+NET_PARAMETERS = [
+    "Net/Conv_0/depthwise_weights", "Net/Conv_0/pointwise_weights", "Net/Conv_0/BatchNorm/gamma",
+    "Net/Conv_0/BatchNorm/beta", "Net/SeparableConv2d/depthwise_weights",
+    "Net/SeparableConv2d/pointwise_weights", "Net/SeparableConv2d/BatchNorm/gamma",
+    "Net/SeparableConv2d/BatchNorm/beta", "Net/Logits/depthwise_weights",
+    "Net/Logits/pointwise_weights", "Net/Logits/biases"]
+NET_BUFFERS = [f"Net/{layer}/BatchNorm/{name}" for layer in ("Conv_0", "SeparableConv2d")
+               for name in ("moving_mean", "moving_variance")]
+
+
+def _built_net(**kwargs):
+    torch.manual_seed(0)
+    return sc.nn.Template(net, **kwargs).build(torch.zeros(1, 8, 8, 3))
+
+
+def test_template_registers_trainable_variables_as_parameters_and_others_as_buffers():
+    model = _built_net()
+    assert [name for name, _ in model.named_parameters()] == NET_PARAMETERS
+    assert [name for name, _ in model.named_buffers()] == NET_BUFFERS
+    assert list(model.state_dict()) == NET_PARAMETERS + NET_BUFFERS
+    graph_names = [v.op_name for v in model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)]
+    assert sorted(graph_names) == sorted(NET_PARAMETERS + NET_BUFFERS)
+    # The module's tensors are the graph's variables.
+    for variable in model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES):
+        assert model.get_parameter(variable.op_name) is variable if variable.requires_grad \
+            else model.get_buffer(variable.op_name) is variable
+
+
+def test_template_is_unbuilt_until_first_call_and_later_calls_reuse():
+    model = sc.nn.Template(net)
+    assert not model.built and list(model.parameters()) == []
+    first = model(torch.randn(2, 8, 8, 3))
+    assert model.built and first.shape == (2, 4, 4, 3)
+    model(torch.randn(2, 8, 8, 3))
+    assert len(model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)) == 15
+    assert [name for name, _ in model.named_parameters()] == NET_PARAMETERS
+
+
+def test_template_output_equals_calling_the_function_in_a_graph(fresh_graph):
+    model = _built_net().eval()
+    x = torch.randn(2, 8, 8, 3)
+    net(torch.zeros(1, 8, 8, 3), is_training=False)  # creates the variables in the test's graph
+    for variable in fresh_graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES):
+        with torch.no_grad():
+            variable.copy_(model.state_dict()[variable.op_name])
+    with sc.variable_scope(sc.get_variable_scope(), reuse=True):
+        expected = net(x, is_training=False)
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+def test_state_dict_round_trips_into_a_fresh_template():
+    model = _built_net()
+    model(torch.randn(4, 8, 8, 3))  # train mode: moving statistics move away from their init
+    fresh = _built_net()
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(2, 8, 8, 3)
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+def test_torch_save_and_load_of_state_dict_and_whole_module(tmp_path):
+    model = _built_net()
+    model(torch.randn(4, 8, 8, 3))
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    fresh = _built_net()
+    fresh.load_state_dict(torch.load(tmp_path / "weights.pt"))
+    x = torch.randn(1, 8, 8, 3)
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    torch.testing.assert_close(loaded(x), model(x))
+    variables = loaded.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
+    assert all(dict(loaded.named_parameters(), **dict(loaded.named_buffers()))[v.op_name] is v
+               for v in variables)
+    loaded(x)  # the unpickled graph still runs the function
+
+
+def test_deepcopy_keeps_graph_and_module_tensors_identical():
+    model = _built_net()
+    clone = copy.deepcopy(model)
+    weights = clone.get_parameter("Net/Conv_0/depthwise_weights")
+    assert weights is not model.get_parameter("Net/Conv_0/depthwise_weights")
+    assert clone.graph is not model.graph
+    assert any(v is weights for v in clone.graph.get_collection(sc.GraphKeys.TRAINABLE_VARIABLES))
+
+
+def test_moving_statistics_update_in_train_mode_but_not_in_eval_mode():
+    model = _built_net()
+    name = "Net/Conv_0/BatchNorm/moving_mean"
+    assert torch.count_nonzero(model.get_buffer(name)) == 0  # build() leaves them at init
+    model.eval()(torch.randn(4, 8, 8, 3))
+    assert torch.count_nonzero(model.get_buffer(name)) == 0
+    model.train()(torch.randn(4, 8, 8, 3) + 5)
+    assert torch.count_nonzero(model.get_buffer(name)) == 8
+
+
+def test_explicit_is_training_argument_wins_over_the_module_mode():
+    model = _built_net()
+    model.eval()(torch.randn(4, 8, 8, 3) + 5, is_training=True)
+    assert torch.count_nonzero(model.get_buffer("Net/Conv_0/BatchNorm/moving_mean")) == 8
+
+
+def test_to_float64_keeps_graph_and_module_in_sync():
+    model = _built_net()
+    before = model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
+    model.to(torch.float64)
+    after = model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
+    assert all(a is b for a, b in zip(before, after))
+    tensors = dict(model.named_parameters(), **dict(model.named_buffers()))
+    for variable in after:
+        assert tensors[variable.op_name] is variable and variable.dtype == torch.float64
+    assert model(torch.randn(1, 8, 8, 3, dtype=torch.float64)).dtype == torch.float64
+    with pytest.raises(ValueError, match="Trying to share variable .* dtype"):
+        model(torch.randn(1, 8, 8, 3))
+
+
+def test_load_state_dict_with_assign_keeps_graph_variables():
+    model = _built_net()
+    state = {k: v.clone() + 1 for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    for variable in model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES):
+        assert torch.equal(variable, state[variable.op_name])
+        assert dict(model.named_parameters(), **dict(model.named_buffers()))[variable.op_name] is variable
+
+
+def test_optimizer_trains_template_parameters_seen_by_the_function():
+    model = _built_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.randn(4, 8, 8, 3)
+    loss = model(x).square().mean()
+    loss.backward()
+    optimizer.step()
+    assert model(x).square().mean() < loss
+    assert torch.equal(model.graph.get_collection(sc.GraphKeys.TRAINABLE_VARIABLES)[0],
+                       model.get_parameter(NET_PARAMETERS[0]))
+
+
+def test_functional_call_substitutes_the_module_tensors():
+    model = _built_net().eval()
+    zeros = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    out = torch.func.functional_call(model, zeros, (torch.randn(1, 8, 8, 3),))
+    assert torch.count_nonzero(out) == 0
+
+
+def test_bound_keyword_arguments_reach_the_function():
+    model = sc.nn.Template(net, num_classes=5)
+    assert model(torch.randn(1, 8, 8, 3)).shape == (1, 4, 4, 5)
+
+
+def test_output_collections_do_not_keep_activations_alive():
+    model = _built_net()
+    model(torch.randn(1, 8, 8, 3))
+    assert model.graph.get_collection("end_points") == []
+    assert len(model.graph.get_collection(sc.GraphKeys.MODEL_VARIABLES)) == 15
+
+
+def test_regularization_losses_come_from_the_graph():
+    def regularized(x):
+        return sc.separable_conv2d(x, 2, 1, 1, weights_regularizer=sc.l2_regularizer(2.0))
+    model = sc.nn.Template(regularized).build(torch.ones(1, 2, 2, 1))
+    total = sum(model.regularization_losses())
+    expected = sum(p.square().sum() for n, p in model.named_parameters() if "weights" in n)
+    torch.testing.assert_close(total, expected)
+
+
+def test_load_state_dict_with_wrong_shapes_raises():
+    model = _built_net()
+    state = model.state_dict()
+    state["Net/Logits/biases"] = torch.zeros(7)
+    with pytest.raises(RuntimeError, match=r"size mismatch for Net/Logits/biases.*\[7\].*\[3\]"):
+        model.load_state_dict(state)
+
+
+def test_load_state_dict_reports_missing_and_unexpected_tf_names():
+    model = _built_net()
+    state = model.state_dict()
+    state["Net/Other/weights"] = state.pop("Net/Logits/biases")
+    with pytest.raises(RuntimeError, match=r'(?s)Missing key\(s\).*"Net/Logits/biases".*'
+                                           r'Unexpected key\(s\).*"Net/Other/weights"'):
+        model.load_state_dict(state)
+
+
+def test_load_state_dict_into_an_unbuilt_template_raises():
+    with pytest.raises(RuntimeError, match=r"Template is not built: call build\(example_inputs\)"):
+        sc.nn.Template(net).load_state_dict(_built_net().state_dict())
+
+
+def test_creating_a_variable_after_the_first_call_raises():
+    calls = []
+
+    def growing(x):
+        calls.append(1)
+        return x * sc.get_variable(f"w{len(calls)}", [1], initializer=sc.ones_initializer())
+
+    model = sc.nn.Template(growing)
+    model(torch.ones(1))
+    with pytest.raises(ValueError, match="Variable w2 does not exist"):
+        model(torch.ones(1))
+    assert [name for name, _ in model.named_parameters()] == ["w1"]
+
+
+def test_a_failed_first_call_registers_nothing():
+    def failing(x):
+        sc.get_variable("w", [1])
+        raise RuntimeError("boom")
+
+    model = sc.nn.Template(failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        model(torch.ones(1))
+    assert list(model.parameters()) == [] and not model.built
+    assert model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES) == []
+
+
+def test_variable_names_with_dots_are_refused():
+    def dotted(x):
+        return x * sc.get_variable("w.1", [1], initializer=sc.ones_initializer())
+
+    with pytest.raises(ValueError, match=r"'w.1' contains '.'"):
+        sc.nn.Template(dotted)(torch.ones(1))
+
+
+def test_template_requires_a_callable():
+    with pytest.raises(TypeError, match="Invalid fn 3: expected a callable"):
+        sc.nn.Template(3)
+
+
+def test_template_repr():
+    assert repr(sc.nn.Template(net)) == "Template(fn=net, variables=unbuilt)"
+    assert repr(_built_net()) == "Template(fn=net, variables=15)"
+
+
+def test_template_of_nn_modules_inside_a_function():
+    # A Template works with plain modules too: only graph variables are registered.
+    conv = sc.nn.SeparableConv2d(2, 3, 1, in_channels=1)
+    model = sc.nn.Template(lambda x: conv(x) * sc.get_variable("scale", [], initializer=sc.ones_initializer()))
+    out = model(torch.ones(1, 4, 4, 1))
+    torch.testing.assert_close(out, conv(torch.ones(1, 4, 4, 1)))
+    assert [name for name, _ in model.named_parameters()] == ["scale"]
+
+
+# ----------------------------------------------------------------------------
+# TF checkpoints
+# ----------------------------------------------------------------------------
+def _numpy_state(tensors, prefix=""):
+    return {prefix + k: v.detach().numpy() for k, v in tensors.items()}
+
+
+def test_separable_conv2d_loads_a_tf_checkpoint_lazily(tmp_path):
+    source = sc.nn.SeparableConv2d(4, 3, 2, in_channels=3, normalizer=sc.nn.BatchNorm(4, scale=True))
+    with torch.no_grad():
+        source.normalizer.moving_mean.uniform_()
+    tensors = {"global_step": np.array(7, dtype=np.int64)}
+    tensors.update(_numpy_state({v: t for v, t in zip(source.tf_variable_names().values(),
+                                                     source.state_dict().values())},
+                                "layer/SeparableConv2d/"))
+    prefix = write_bundle(str(tmp_path / "model.ckpt"), tensors)
+    lazy = sc.nn.SeparableConv2d(4, 3, 2, normalizer=sc.nn.BatchNorm(scale=True), dtype=torch.float64)
+    result = lazy.load_tf_checkpoint(prefix, scope="layer/SeparableConv2d")
+    assert result == (([], []))
+    assert lazy.in_channels == 3 and lazy.depthwise_weights.dtype == torch.float64
+    x = torch.randn(1, 5, 5, 3, dtype=torch.float64)
+    torch.testing.assert_close(lazy.eval()(x), source.eval().double()(x))
+
+
+def test_load_tf_checkpoint_errors(tmp_path):
+    prefix = write_bundle(str(tmp_path / "model.ckpt"), {
+        "SeparableConv2d/depthwise_weights": np.zeros((3, 3, 2, 1), np.float32)})
+    conv = sc.nn.SeparableConv2d(4, 3, 1, in_channels=2)
+    with pytest.raises(ValueError, match=r"\['SeparableConv2d/pointwise_weights', "
+                                         r"'SeparableConv2d/biases'\] not found in checkpoint"):
+        conv.load_tf_checkpoint(prefix)
+    result = conv.load_tf_checkpoint(prefix, strict=False)
+    assert result.missing_keys == ["SeparableConv2d/pointwise_weights", "SeparableConv2d/biases"]
+    assert torch.count_nonzero(conv.depthwise_weights) == 0
+    wide = sc.nn.SeparableConv2d(4, 3, 1, in_channels=5)
+    with pytest.raises(ValueError, match=r"SeparableConv2d/depthwise_weights has shape \[3, 3, 2, 1\], "
+                                         r"but SeparableConv2d 'depthwise_weights' has shape \[3, 3, 5, 1\]"):
+        wide.load_tf_checkpoint(prefix, strict=False)
+    with pytest.raises(ValueError, match=r"Checkpoint not found: .*missing\.ckpt\.index"):
+        conv.load_tf_checkpoint(str(tmp_path / "missing.ckpt"))
+
+
+def test_template_loads_a_tf_checkpoint_by_variable_name(tmp_path):
+    source = _built_net()
+    source(torch.randn(4, 8, 8, 3))
+    tensors = _numpy_state(source.state_dict())
+    tensors["global_step"] = np.array(3, dtype=np.int64)
+    write_bundle(str(tmp_path / "model.ckpt-3"), tensors)
+    update_checkpoint_state(str(tmp_path), str(tmp_path / "model.ckpt-3"))
+    model = _built_net()
+    result = model.load_tf_checkpoint(tmp_path)  # a directory resolves to its latest checkpoint
+    assert result.missing_keys == [] and result.unexpected_keys == ["global_step"]
+    x = torch.randn(1, 8, 8, 3)
+    torch.testing.assert_close(model.eval()(x), source.eval()(x))
+
+
+def test_unbuilt_template_cannot_load_a_tf_checkpoint(tmp_path):
+    with pytest.raises(RuntimeError, match="not built"):
+        sc.nn.Template(net).load_tf_checkpoint(tmp_path / "x")
