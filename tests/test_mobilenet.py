@@ -185,3 +185,49 @@ def test_reuse_shares_every_variable():
         count = len(sc.global_variables())
         build(torch.zeros(1, 32, 32, 3), reuse=True)
         assert len(sc.global_variables()) == count == 137
+
+
+def restore_from_fixture(var_list=None):
+    """Loads this graph's variables (a subset of the checkpoint's is fine) from the TF checkpoint."""
+    train.Saver(var_list).restore(str(FIXTURE / "model.ckpt"))
+
+
+@pytest.mark.parametrize("name", sorted(META["base_variants"]))
+def test_base_options_match_tensorflow(name, expected):
+    """output_stride (atrous) and use_explicit_padding, restored from the same checkpoint."""
+    variant = META["base_variants"][name]
+    x = torch.from_numpy(expected["input"])
+    with sc.Graph().as_default():
+        with sc.arg_scope(mobilenet_v1_arg_scope(is_training=False)):
+            mobilenet_v1_base(x, depth_multiplier=0.25, **variant["kwargs"])
+            restore_from_fixture()
+            with torch.no_grad(), sc.variable_scope("MobilenetV1", reuse=True) as scope:
+                net, end_points = mobilenet_v1_base(x, depth_multiplier=0.25, scope=scope,
+                                                    **variant["kwargs"])
+    assert list(end_points) == variant["end_points"]
+    assert list(net.shape) == variant["net_shape"]
+    for key in expected:
+        if key.startswith(f"base_variants/{name}/"):
+            point = key.rsplit("/", 1)[1]
+            np.testing.assert_allclose(end_points[point].numpy(), expected[key], atol=1e-4,
+                                       rtol=1e-4, err_msg=point)
+
+
+def test_training_step_matches_tensorflow(expected):
+    """Batch statistics in the forward pass, and the moving statistics after one update."""
+    settings = META["train"]
+    graph = sc.Graph()
+    with graph.as_default():
+        build(torch.zeros(1, 64, 64, 3))  # create, then restore the TF values
+        restore_from_fixture()
+        with sc.arg_scope(mobilenet_v1_arg_scope(is_training=True,
+                                                 batch_norm_decay=settings["batch_norm_decay"])):
+            logits, _ = mobilenet_v1(torch.from_numpy(expected["input"]), num_classes=10,
+                                     depth_multiplier=0.25, is_training=True, reuse=True,
+                                     dropout_keep_prob=settings["dropout_keep_prob"])
+    np.testing.assert_allclose(logits.detach().numpy(), expected["train/logits"], atol=1e-4,
+                               rtol=1e-4)
+    variables = {v.op_name: v for v in graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)}
+    for name in settings["moving"]:
+        np.testing.assert_allclose(variables[name].numpy(), expected["train/" + name], rtol=1e-4,
+                                   atol=1e-5, err_msg=name)

@@ -22,6 +22,10 @@ Writes into ``--out``:
   even size, so TF pads the bottom/right only), ``logits``, the end points
   ``end_points/<name>`` listed in ``expected.json``, and the companion cases
   ``companions/<case>/{input,weights,biases,output}``.
+* ``base_variants/<name>/<end point>`` (``mobilenet_v1_base`` with
+  ``output_stride`` and ``use_explicit_padding``) and ``train/...`` (one
+  training-mode step, batch-norm decay 0.5, keep_prob 1: logits and moving
+  statistics after ``UPDATE_OPS``), both from the same checkpoint.
 * ``expected.json``: global variables (name, shape) in creation order, the
   trainable, model-variable and regularization-loss collections, all end
   point names in order, the regularization total, and for each companion
@@ -59,32 +63,59 @@ CONV_DEFS = [Conv([3, 3], 2, 32)] + [
     + [(1, 512)] * 5 + [(2, 1024), (1, 1024)]]
 
 
-def tf_mobilenet_v1_base(inputs, min_depth=8, depth_multiplier=1.0, scope=None):
+def _tf_fixed_padding(inputs, kernel_size, rate=1):
+    effective = kernel_size[0] + (kernel_size[0] - 1) * (rate - 1)
+    before = (effective - 1) // 2
+    after = effective - 1 - before
+    return tf.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]])
+
+
+def tf_mobilenet_v1_base(inputs, final_endpoint="Conv2d_13_pointwise", min_depth=8,
+                         depth_multiplier=1.0, output_stride=None, use_explicit_padding=False,
+                         scope=None):
     def depth(d):
         return max(int(d * depth_multiplier), min_depth)
 
     end_points = {}
+    padding = "VALID" if use_explicit_padding else "SAME"
     with tf1.variable_scope(scope, "MobilenetV1", [inputs]):
-        with slim.arg_scope([slim.conv2d, slim.separable_conv2d], padding="SAME"):
+        with slim.arg_scope([slim.conv2d, slim.separable_conv2d], padding=padding):
+            current_stride, rate = 1, 1
             net = inputs
             for i, conv_def in enumerate(CONV_DEFS):
                 base = "Conv2d_%d" % i
+                if output_stride is not None and current_stride == output_stride:
+                    layer_stride, layer_rate = 1, rate
+                    rate *= conv_def.stride
+                else:
+                    layer_stride, layer_rate = conv_def.stride, 1
+                    current_stride *= conv_def.stride
                 if isinstance(conv_def, Conv):
+                    if use_explicit_padding:
+                        net = _tf_fixed_padding(net, conv_def.kernel)
                     net = slim.conv2d(net, depth(conv_def.depth), conv_def.kernel,
                                       stride=conv_def.stride, scope=base)
                     end_points[base] = net
+                    if base == final_endpoint:
+                        return net, end_points
                     continue
+                if use_explicit_padding:
+                    net = _tf_fixed_padding(net, conv_def.kernel, layer_rate)
                 net = slim.separable_conv2d(net, None, conv_def.kernel, depth_multiplier=1,
-                                            stride=conv_def.stride, rate=1,
+                                            stride=layer_stride, rate=layer_rate,
                                             scope=base + "_depthwise")
                 end_points[base + "_depthwise"] = net
+                if base + "_depthwise" == final_endpoint:
+                    return net, end_points
                 net = slim.conv2d(net, depth(conv_def.depth), [1, 1], stride=1,
                                   scope=base + "_pointwise")
                 end_points[base + "_pointwise"] = net
+                if base + "_pointwise" == final_endpoint:
+                    return net, end_points
     return net, end_points
 
 
-def tf_mobilenet_v1(inputs, num_classes, depth_multiplier, is_training):
+def tf_mobilenet_v1(inputs, num_classes, depth_multiplier, is_training, dropout_keep_prob=0.999):
     with tf1.variable_scope(None, "MobilenetV1", [inputs]) as scope:
         with slim.arg_scope([slim.batch_norm, slim.dropout], is_training=is_training):
             net, end_points = tf_mobilenet_v1_base(inputs, scope=scope,
@@ -94,7 +125,7 @@ def tf_mobilenet_v1(inputs, num_classes, depth_multiplier, is_training):
                 kernel_size = [min(shape[1], 7), min(shape[2], 7)]
                 net = slim.avg_pool2d(net, kernel_size, padding="VALID", scope="AvgPool_1a")
                 end_points["AvgPool_1a"] = net
-                net = slim.dropout(net, keep_prob=0.999, scope="Dropout_1b")
+                net = slim.dropout(net, keep_prob=dropout_keep_prob, scope="Dropout_1b")
                 logits = slim.conv2d(net, num_classes, [1, 1], activation_fn=None,
                                      normalizer_fn=None, scope="Conv2d_1c_1x1")
                 logits = tf.squeeze(logits, [1, 2], name="SpatialSqueeze")
@@ -174,6 +205,57 @@ def build_network_fixture(rng, out_dir, arrays, meta):
         meta["end_points"] = list(end_points)
         meta["end_point_shapes"] = {k: v.get_shape().as_list() for k, v in end_points.items()}
         meta["logits_shape"] = list(fetched["logits"].shape)
+
+
+# ---------------------------------------------------------------------------
+# Variants restored from the same checkpoint: base options and one training step
+# ---------------------------------------------------------------------------
+BASE_VARIANTS = {
+    # name: (mobilenet_v1_base keyword arguments, end points saved)
+    "os8_explicit": (dict(output_stride=8, use_explicit_padding=True),
+                     ("Conv2d_0", "Conv2d_7_depthwise", "Conv2d_13_pointwise")),
+    "os16": (dict(output_stride=16), ("Conv2d_13_pointwise",)),
+    "explicit_to_5": (dict(use_explicit_padding=True, final_endpoint="Conv2d_5_depthwise"),
+                      ("Conv2d_5_depthwise",)),
+}
+TRAIN_DECAY = 0.5  # a visible moving-average step
+TRAIN_MOVING = ("MobilenetV1/Conv2d_0/BatchNorm/moving_mean",
+                "MobilenetV1/Conv2d_0/BatchNorm/moving_variance",
+                "MobilenetV1/Conv2d_13_pointwise/BatchNorm/moving_mean",
+                "MobilenetV1/Conv2d_13_pointwise/BatchNorm/moving_variance")
+
+
+def build_variants(out_dir, arrays, meta):
+    prefix = os.path.join(out_dir, "model.ckpt")
+    x = arrays["input"]
+    meta["base_variants"] = {}
+    for name, (kwargs, saved) in BASE_VARIANTS.items():
+        with tf.Graph().as_default():
+            inputs = tf.constant(x)
+            with slim.arg_scope(tf_mobilenet_v1_arg_scope(is_training=False)):
+                net, end_points = tf_mobilenet_v1_base(inputs, depth_multiplier=0.25, **kwargs)
+            with tf1.Session() as sess:
+                tf1.train.Saver().restore(sess, prefix)
+                values = sess.run({k: end_points[k] for k in saved})
+            for key, value in values.items():
+                arrays[f"base_variants/{name}/{key}"] = value
+            meta["base_variants"][name] = {"kwargs": kwargs, "end_points": list(end_points),
+                                           "net_shape": net.get_shape().as_list()}
+    with tf.Graph().as_default():
+        inputs = tf.constant(x)
+        with slim.arg_scope(tf_mobilenet_v1_arg_scope(is_training=True,
+                                                      batch_norm_decay=TRAIN_DECAY)):
+            logits, _ = tf_mobilenet_v1(inputs, num_classes=10, depth_multiplier=0.25,
+                                        is_training=True, dropout_keep_prob=1.0)
+        update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        moving = {v.op.name: v for v in tf1.global_variables() if v.op.name in TRAIN_MOVING}
+        with tf1.Session() as sess:
+            tf1.train.Saver().restore(sess, prefix)
+            arrays["train/logits"] = sess.run([logits, update_ops])[0]
+            for key, value in sess.run(moving).items():
+                arrays["train/" + key] = value
+        meta["train"] = {"batch_norm_decay": TRAIN_DECAY, "dropout_keep_prob": 1.0,
+                         "update_ops": len(update_ops), "moving": list(TRAIN_MOVING)}
 
 
 # ---------------------------------------------------------------------------
@@ -257,6 +339,7 @@ def main(argv=None):
     arrays, meta = {}, {"seed": args.seed, "tensorflow": tf.__version__,
                         "depth_multiplier": 0.25, "num_classes": 10}
     build_network_fixture(rng, args.out, arrays, meta)
+    build_variants(args.out, arrays, meta)
     build_companions(rng, arrays, meta)
     np.savez_compressed(os.path.join(args.out, "expected.npz"), **arrays)
     with open(os.path.join(args.out, "expected.json"), "w") as f:
