@@ -102,15 +102,20 @@ class _AllReduceSum(torch.autograd.Function):
 def global_moments(inputs, reduce_dims):
     """Mean, biased variance and element count per channel over every rank's ``inputs``.
 
-    The channel axis must be the last one (NHWC). Differentiable, see
-    :class:`_AllReduceSum`. The variance is computed in two passes
-    (deviations from the global mean) for the accuracy of one process's
-    ``var_mean``.
+    The channel axis must be the last one (NHWC). One all-reduce carries the
+    per-channel sums, sums of squares and the count (and one more carries
+    their gradients back, see :class:`_AllReduceSum`): the collectives, not
+    the arithmetic, are what a step of this small network waits for. The
+    sums accumulate in float64, so ``E[x^2] - E[x]^2`` loses nothing to
+    cancellation at float32 precision.
     """
-    local_count = inputs.numel() // max(inputs.shape[-1], 1)
-    sums = _AllReduceSum.apply(torch.cat([inputs.sum(reduce_dims),
-                                          inputs.new_tensor([float(local_count)])]))
-    count = float(sums[-1].detach())
-    mean = sums[:-1] / count
-    variance = _AllReduceSum.apply((inputs - mean).square().sum(reduce_dims)) / count
-    return mean, variance, count
+    channels = inputs.shape[-1]
+    local_count = inputs.numel() // max(channels, 1)
+    local = torch.cat([inputs.sum(reduce_dims, dtype=torch.float64),
+                       inputs.square().sum(reduce_dims, dtype=torch.float64),
+                       inputs.new_tensor([local_count], dtype=torch.float64)])
+    totals = _AllReduceSum.apply(local)
+    count = float(totals[-1].detach())
+    mean = totals[:channels] / count
+    variance = (totals[channels:2 * channels] / count - mean.square()).clamp_min(0.0)
+    return mean.to(inputs.dtype), variance.to(inputs.dtype), count

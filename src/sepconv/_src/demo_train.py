@@ -31,8 +31,10 @@ class History:
 def make_optimizer(variables, lr, total_steps):
     """SGD with Nesterov momentum and a cosine decay of the learning rate to 0."""
     optimizer = torch.optim.SGD(variables, lr=lr, momentum=0.9, nesterov=True)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    def cosine(step):
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     return optimizer, schedule
 
 
@@ -74,7 +76,7 @@ def train(model, train_set, test_set, config, context, progress):
     ``progress`` is a tqdm bar (possibly disabled); per-epoch lines go
     through it so they do not break the bar.
     """
-    (x_train, y_train), (x_test, y_test) = train_set, test_set
+    x_train, y_train = train_set
     # The first call of a template creates its variables; the optimizer needs them now.
     model(x_train[:2], is_training=False)
     variables = sc.trainable_variables()
@@ -82,29 +84,30 @@ def train(model, train_set, test_set, config, context, progress):
     total_steps = planned_steps(len(x_train), config)
     optimizer, schedule = make_optimizer(variables, config.lr, total_steps)
     history = History()
-    step = 0
     for epoch in range(config.epochs):
+        batches = demo_data.global_batches(len(x_train), config.batch_size, config.seed, epoch)
         losses = []
-        for batch in demo_data.global_batches(len(x_train), config.batch_size, config.seed, epoch):
-            if step == total_steps:
-                break
+        for batch in batches[:total_steps - len(history.step_loss)]:
             local = torch.from_numpy(demo_data.shard(batch, context.rank, context.world_size))
-            loss = train_step(model, variables, optimizer, x_train[local], y_train[local],
-                              len(batch), context)
+            losses.append(train_step(model, variables, optimizer, x_train[local], y_train[local],
+                                     len(batch), context))
             schedule.step()
-            losses.append(loss)
-            history.step_loss.append(loss)
-            step += 1
             progress.update(1)
-            progress.set_postfix(loss=f"{loss:.4f}")
-        history.epoch_loss.append(sum(losses) / max(len(losses), 1))
-        history.test_accuracy.append(accuracy(predict(model, x_test), y_test))
-        if not config.quiet and context.is_chief:
-            progress.write(f"epoch {epoch + 1:3d}/{config.epochs}  loss {history.epoch_loss[-1]:.4f}  "
-                           f"test accuracy {history.test_accuracy[-1]:.2%}", file=sys.stdout)
-        if step == total_steps:
+            progress.set_postfix(loss=f"{losses[-1]:.4f}")
+        _end_epoch(model, test_set, history, losses, f"epoch {epoch + 1:3d}/{config.epochs}",
+                   progress if context.is_chief and not config.quiet else None)
+        if len(history.step_loss) == total_steps:
             break
     return history
+
+
+def _end_epoch(model, test_set, history, losses, label, progress):
+    history.step_loss.extend(losses)
+    history.epoch_loss.append(sum(losses) / max(len(losses), 1))
+    history.test_accuracy.append(accuracy(predict(model, test_set[0]), test_set[1]))
+    if progress is not None:
+        progress.write(f"{label}  loss {history.epoch_loss[-1]:.4f}  "
+                       f"test accuracy {history.test_accuracy[-1]:.2%}", file=sys.stdout)
 
 
 def planned_steps(num_examples, config):
