@@ -231,3 +231,21 @@ def test_training_step_matches_tensorflow(expected):
     for name in settings["moving"]:
         np.testing.assert_allclose(variables[name].numpy(), expected["train/" + name], rtol=1e-4,
                                    atol=1e-5, err_msg=name)
+
+
+def test_second_build_without_reuse_fails_and_changes_nothing():
+    from graph_snapshot import snapshot
+    graph = sc.Graph()
+    with graph.as_default():
+        build(torch.zeros(1, 32, 32, 3), prediction_fn=None)
+        before = snapshot(graph)
+        with pytest.raises(ValueError, match=r"Variable MobilenetV1/Conv2d_0/weights already exists"):
+            build(torch.zeros(1, 32, 32, 3))
+        assert snapshot(graph) == before
+
+
+def test_prediction_fn_none_and_custom_scope():
+    with sc.Graph().as_default():
+        _, end_points = build(torch.zeros(1, 32, 32, 3), prediction_fn=None, scope="net")
+        assert "Predictions" not in end_points
+        assert sc.global_variables()[0].op_name == "net/Conv2d_0/weights"
