@@ -249,3 +249,18 @@ def test_prediction_fn_none_and_custom_scope():
         _, end_points = build(torch.zeros(1, 32, 32, 3), prediction_fn=None, scope="net")
         assert "Predictions" not in end_points
         assert sc.global_variables()[0].op_name == "net/Conv2d_0/weights"
+
+
+def test_arg_scope_options():
+    key = sc.arg_scope_func_key
+    scope = mobilenet_v1_arg_scope(is_training=None, regularize_depthwise=True, stddev=0.5,
+                                   batch_norm_decay=0.9, batch_norm_epsilon=0.01)
+    assert "is_training" not in scope[key(sc.batch_norm)]
+    assert scope[key(sc.batch_norm)]["decay"] == 0.9 and scope[key(sc.batch_norm)]["epsilon"] == 0.01
+    with sc.Graph().as_default():
+        with sc.arg_scope(scope):
+            mobilenet_v1(torch.zeros(1, 32, 32, 3), num_classes=5, depth_multiplier=0.25)
+        # 14 conv2d weights + 13 depthwise weights (regularize_depthwise) + the logits weights.
+        assert len(sc.get_regularization_losses()) == 28
+        weights = sc.global_variables()[0]
+        assert 0.3 < weights.std().item() < 0.7  # truncated normal with stddev 0.5
