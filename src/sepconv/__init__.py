@@ -23,6 +23,8 @@ from ._src.regularizers import (get_regularization_loss, get_regularization_loss
                                 sum_regularizer)
 from ._src.scope import (Template, VariableScope, get_variable, get_variable_scope,
                          make_template, model_variable, variable, variable_scope)
+from . import nn  # noqa: E402  (sc.nn.SeparableConv2d, sc.nn.BatchNorm, sc.nn.Template)
+from . import train  # noqa: E402  (sc.train.Saver, sc.train.load_checkpoint, ...)
 from . import models  # noqa: E402  (sc.models.mobilenet_v1, ...)
 
 __version__ = "0.1.0"
