@@ -184,6 +184,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         return _load_tf_checkpoint(self, path, names, scope, strict)
 
     def extra_repr(self):
+        """The options shown by ``repr``: features, decay, epsilon, center, scale, format."""
         parts = [f"{self.num_features}" if self.num_features is not None else "num_features=None",
                  f"decay={self.decay}", f"epsilon={self.epsilon}", f"center={self.center}",
                  f"scale={self.scale}", f"data_format={self.data_format!r}"]
@@ -426,6 +427,7 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         return _load_tf_checkpoint(self, path, names, scope, strict)
 
     def extra_repr(self):
+        """The options shown by ``repr``; strides, rates and flags only when not the default."""
         parts = [f"in_channels={self.in_channels}", f"num_outputs={self.num_outputs}",
                  f"kernel_size={self.kernel_size}", f"depth_multiplier={self.depth_multiplier}"]
         if self.stride != (1, 1):
@@ -736,5 +738,6 @@ class Template(nn.Module):
             return get_regularization_losses()
 
     def extra_repr(self):
+        """The function's name and the number of variables (``unbuilt`` before the first call)."""
         name = getattr(self._fn, "__name__", None) or _callable_name(getattr(self._fn, "func", self._fn))
         return f"fn={name}, variables={len(self._tf_names) if self._built else 'unbuilt'}"
