@@ -2,6 +2,7 @@
 import copy
 import io
 import math
+import pathlib
 import warnings
 
 import numpy as np
@@ -573,3 +574,29 @@ def test_template_trains_under_distributed_data_parallel(tmp_path):
         assert list(ddp.module.state_dict()) == NET_PARAMETERS + NET_BUFFERS
     finally:
         dist.destroy_process_group()
+
+
+MOBILENET = pathlib.Path(__file__).parent / "fixtures" / "mobilenet_v1_025"
+
+
+def mobilenet_logits(images, is_training=True):
+    """slim's 0.25 MobileNet v1 with 10 classes, as tools/gen_mobilenet.py built it in TF."""
+    from sepconv.models import mobilenet_v1, mobilenet_v1_arg_scope
+    with sc.arg_scope(mobilenet_v1_arg_scope(is_training=is_training)):
+        logits, _ = mobilenet_v1(images, num_classes=10, depth_multiplier=0.25, is_training=is_training)
+    return logits
+
+
+def test_template_restores_a_tensorflow_written_checkpoint():
+    with np.load(MOBILENET / "expected.npz") as fixture:
+        inputs, tf_logits = torch.from_numpy(fixture["input"]), fixture["logits"]
+    model = sc.nn.Template(mobilenet_logits).build(inputs)
+    assert len(model.state_dict()) == 137
+    assert "MobilenetV1/Conv2d_1_depthwise/depthwise_weights" in model.state_dict()
+    before = model.eval()(inputs).detach().numpy()
+    result = model.load_tf_checkpoint(MOBILENET / "model.ckpt")
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    with torch.no_grad():
+        logits = model(inputs).numpy()
+    np.testing.assert_allclose(logits, tf_logits, rtol=0, atol=1e-4)
+    assert np.abs(before - tf_logits).max() > 1e-2  # the comparison is meaningful

@@ -83,3 +83,16 @@ def test_template_exports_and_matches(tmp_path):
         model.get_parameter("Block/Logits/biases").add_(1.0)
     updated = _export(model, torch.randn(2, 12, 12, 3), tmp_path / "updated.onnx")
     np.testing.assert_allclose(_run(updated, inputs), _run(session, inputs) + 1.0, rtol=0, atol=1e-5)
+
+
+def test_mobilenet_template_restored_from_tf_exports_with_tf_numbers(tmp_path):
+    from test_nn import MOBILENET, mobilenet_logits
+    with np.load(MOBILENET / "expected.npz") as fixture:
+        inputs, tf_logits = torch.from_numpy(fixture["input"]), fixture["logits"]
+    model = sc.nn.Template(mobilenet_logits).build(inputs)
+    model.load_tf_checkpoint(MOBILENET / "model.ckpt")
+    model.eval()
+    session = _export(model, inputs, tmp_path / "mobilenet.onnx")
+    onnx_logits = _run(session, inputs)
+    np.testing.assert_allclose(onnx_logits, _expected(model, inputs), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(onnx_logits, tf_logits, rtol=0, atol=1e-4)
