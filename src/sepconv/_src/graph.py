@@ -91,6 +91,10 @@ class _ThreadScopeState(threading.local):
         self.scope_counts = {}
         self.transaction_depth = 0
         self.undo_log = []
+        # A list while a template's reuse call runs in this thread: the trainable
+        # variables that call created. Per thread, so other threads may create
+        # variables in the same graph meanwhile without failing the template.
+        self.new_trainable = None
 
 
 class Graph:

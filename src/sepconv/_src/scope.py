@@ -351,6 +351,8 @@ def _true_getter(name, shape=None, dtype=None, initializer=None, regularizer=Non
             if trainable and GraphKeys.TRAINABLE_VARIABLES not in keys:
                 keys.append(GraphKeys.TRAINABLE_VARIABLES)
             graph.add_to_collections(keys, variable)
+            if trainable and graph._thread.new_trainable is not None:
+                graph._thread.new_trainable.append(variable)
             if regularizer is not None:
                 _add_regularization_loss(graph, name, variable, regularizer)
         return variable
@@ -503,14 +505,19 @@ class Template:
             return result
 
     def _call_reusing(self, args, kwargs):
-        graph = graph_lib.get_default_graph()
-        trainable_before = len(graph.get_collection_ref(GraphKeys.TRAINABLE_VARIABLES))
-        with variable_scope(self._variable_scope, reuse=True):
-            result = self._func(*args, **kwargs)
-        trainable = graph.get_collection(GraphKeys.TRAINABLE_VARIABLES)
-        if len(trainable) != trainable_before:
+        # Only this thread's creations count: comparing the length of the shared
+        # trainable collection would blame the template for other threads' variables.
+        state = graph_lib.get_default_graph()._thread
+        outer, state.new_trainable = state.new_trainable, []
+        try:
+            with variable_scope(self._variable_scope, reuse=True):
+                result = self._func(*args, **kwargs)
+            created = state.new_trainable
+        finally:
+            state.new_trainable = outer
+        if created:
             raise ValueError("Trainable variable created when calling a template after the first "
-                             f"time, perhaps you used a new name: {trainable[trainable_before:]}")
+                             f"time, perhaps you used a new name: {created}")
         return result
 
     @property
