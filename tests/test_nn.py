@@ -367,6 +367,17 @@ def test_to_float64_keeps_graph_and_module_in_sync():
         model(torch.randn(1, 8, 8, 3))
 
 
+def test_to_another_device_moves_graph_variables_with_the_module():
+    # No accelerator here: the meta device stands in for one (no data, same bookkeeping).
+    model = _built_net().to("meta")
+    variables = model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
+    assert {v.device.type for v in variables} == {"meta"}
+    tensors = dict(model.named_parameters(), **dict(model.named_buffers()))
+    assert all(tensors[v.op_name] is v for v in variables)
+    out = model.eval()(torch.empty(2, 8, 8, 3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 4, 4, 3)
+
+
 def test_load_state_dict_with_assign_keeps_graph_variables():
     model = _built_net()
     state = {k: v.clone() + 1 for k, v in model.state_dict().items()}
@@ -414,6 +425,9 @@ def test_regularization_losses_come_from_the_graph():
     total = sum(model.regularization_losses())
     expected = sum(p.square().sum() for n, p in model.named_parameters() if "weights" in n)
     torch.testing.assert_close(total, expected)
+    assert {loss.dtype for loss in model.to(torch.float64).regularization_losses()} == {torch.float64}
+    # Across incompatible tensor types torch replaces parameters; the losses follow the new ones.
+    assert {loss.device.type for loss in model.to("meta").regularization_losses()} == {"meta"}
 
 
 def test_load_state_dict_with_wrong_shapes_raises():

@@ -665,21 +665,42 @@ class Template(nn.Module):
 
     # -- keeping the graph's variables and the module's tensors the same objects
     def _apply(self, fn, recurse=True):
-        # Module._apply swaps parameters' data in place but replaces buffers;
-        # put the new buffer data into the graph's Variable objects instead.
-        before = {name: self._buffers[name] for name in self._tf_names if name in self._buffers}
+        # Module._apply swaps a parameter's data in place when the new tensor is of a
+        # compatible type (CPU <-> CUDA, any dtype) but replaces buffers, and replaces
+        # parameters too across incompatible types (e.g. to the meta device).
+        before = {name: self._tensor(name) for name in self._tf_names}
         result = super()._apply(fn, recurse)
         self._restore_identity(before)
         return result
 
     def _restore_identity(self, before):
+        """After a tensor was replaced, makes the graph's variable and the module's tensor one object."""
         for name, variable in before.items():
             table = self._parameters if name in self._parameters else self._buffers
             current = table[name]
-            if current is not variable:
+            if current is variable:
+                continue
+            data = current.data if isinstance(current, nn.Parameter) else current
+            if torch._has_compatible_shallow_copy_type(variable, data):
                 with torch.no_grad():
-                    variable.data = current.data if isinstance(current, nn.Parameter) else current
+                    variable.data = data  # the graph's object keeps its identity
                 table[name] = variable
+            else:
+                replacement = Variable(data.detach(), variable.requires_grad, variable.name)
+                table[name] = replacement
+                self._rebind_graph_variable(variable, replacement)
+
+    def _rebind_graph_variable(self, old, new):
+        """Points the graph's store, collections and regularization losses at ``new``."""
+        graph = self._graph
+        graph._vars[old.op_name] = new
+        for key in graph.get_all_collection_keys():
+            items = graph.get_collection_ref(key)
+            for index, item in enumerate(items):
+                if item is old:
+                    items[index] = new
+                elif getattr(item, "variable", None) is old:  # a RegularizationLoss
+                    item.variable = new
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
