@@ -4,6 +4,8 @@
 zero-padded NHWC input; nothing here shares code with ``ops``. Every
 specialised fast path of ``ops`` has its own test against that reference.
 """
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,6 +192,61 @@ def test_gradients_match_reference(case):
 # ----------------------------------------------------------------------------
 # Each specialised path against the reference
 # ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def chunk_bytes(value):
+    """Forces the chunked path (several image groups) on small test shapes."""
+    saved = ops.CHUNK_BYTES
+    ops.CHUNK_BYTES = value
+    try:
+        yield
+    finally:
+        ops.CHUNK_BYTES = saved
+
+
+@given(layer_cases(), st.sampled_from([1, 200]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_chunked_forward_and_backward_match_reference(case, chunk):
+    """One image (or a few) per chunk: the inference loop and the recomputing backward."""
+    case = dict(case, batch=case["batch"] + 2)
+    tensors = make_tensors(case, requires_grad=True)
+    wrt = [t for t in tensors if t is not None]
+    expected = call_reference(case, *tensors)
+    cotangent = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2),
+                            dtype=expected.dtype)
+    expected_grads = torch.autograd.grad((expected * cotangent).sum(), wrt)
+    with chunk_bytes(chunk):
+        with torch.no_grad():
+            torch.testing.assert_close(call_ops(case, *tensors), expected, **F64)
+        actual = call_ops(case, *tensors)
+        grads = torch.autograd.grad((actual * cotangent).sum(), wrt)
+    torch.testing.assert_close(actual, expected, **F64)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, **F64)
+
+
+def test_training_path_saves_input_and_output_only():
+    """The recomputing backward keeps no depthwise intermediate alive."""
+    case = _case(batch=3, num_outputs=5)
+    x, dw, pw, b = make_tensors(case, requires_grad=True)
+    y = call_ops(case, x, dw, pw, b)
+    node = y.grad_fn
+    while node is not None and "SeparableFunction" not in type(node).__name__:
+        node = node.next_functions[0][0]
+    assert node is not None, "the training path did not go through _SeparableFunction"
+    saved = [tuple(t.shape) for t in node.saved_tensors]
+    n, h, w = case["batch"], case["height"] // 2, case["width"] // 2
+    assert (n * h * w, case["channels"] * case["multiplier"]) not in saved
+    assert (n * h * w, 5) in saved  # the output, needed by the ReLU's gradient
+
+
+def test_chunked_gradcheck():
+    case = _case(batch=3, height=5, width=4, channels=2, multiplier=2, num_outputs=3)
+    tensors = make_tensors(case, requires_grad=True)
+    with chunk_bytes(1):
+        assert torch.autograd.gradcheck(lambda *t: call_ops(dict(case, activation=None), *t),
+                                        tuple(tensors))
+
+
 def _case(**overrides):
     case = dict(batch=2, height=8, width=6, channels=3, multiplier=1, num_outputs=4, bias=True,
                 kernel=(3, 3), stride=(2, 2), rate=(1, 1), padding="SAME", data_format="NHWC",
