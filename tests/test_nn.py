@@ -115,6 +115,17 @@ def test_lazy_module_takes_shapes_from_load_state_dict():
     torch.testing.assert_close(lazy(x), source(x))
 
 
+def test_lazy_weights_missing_from_a_checkpoint_are_created_on_the_first_call(tmp_path):
+    depthwise = np.full((3, 3, 2, 1), 0.5, np.float32)
+    prefix = write_bundle(str(tmp_path / "model.ckpt"), {"SeparableConv2d/depthwise_weights": depthwise})
+    lazy = sc.nn.SeparableConv2d(4, 3, 1)
+    assert lazy.load_tf_checkpoint(prefix, strict=False).missing_keys == [
+        "SeparableConv2d/pointwise_weights", "SeparableConv2d/biases"]
+    assert lazy(torch.ones(1, 5, 5, 2)).shape == (1, 5, 5, 4)
+    assert torch.equal(lazy.depthwise_weights, torch.from_numpy(depthwise))
+    assert lazy.pointwise_weights.shape == (1, 1, 2, 4) and torch.count_nonzero(lazy.pointwise_weights) > 0
+
+
 def test_reset_parameters_draws_xavier_uniform_within_the_limit():
     torch.manual_seed(0)
     conv = sc.nn.SeparableConv2d(300, 3, 4, in_channels=200)
@@ -614,3 +625,18 @@ def test_template_restores_a_tensorflow_written_checkpoint():
         logits = model(inputs).numpy()
     np.testing.assert_allclose(logits, tf_logits, rtol=0, atol=1e-4)
     assert np.abs(before - tf_logits).max() > 1e-2  # the comparison is meaningful
+
+
+def test_separable_conv2d_module_restores_a_mobilenet_layer_from_tensorflow():
+    with np.load(MOBILENET / "expected.npz") as fixture:
+        tf_inputs = torch.from_numpy(fixture["end_points/Conv2d_0"])
+        tf_outputs = fixture["end_points/Conv2d_1_depthwise"]
+    # slim's MobileNet depthwise layer: no pointwise stage, batch norm, relu6.
+    layer = sc.nn.SeparableConv2d(None, 3, 1, activation_fn=torch.nn.functional.relu6,
+                                  normalizer=sc.nn.BatchNorm(decay=0.9997, scale=True))
+    result = layer.load_tf_checkpoint(MOBILENET / "model.ckpt", scope="MobilenetV1/Conv2d_1_depthwise")
+    assert result == ([], [])
+    assert layer.in_channels == 8 and layer.normalizer.num_features == 8
+    with torch.no_grad():
+        outputs = layer.eval()(tf_inputs).numpy()
+    np.testing.assert_allclose(outputs, tf_outputs, rtol=0, atol=1e-4)

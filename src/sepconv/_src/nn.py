@@ -337,24 +337,27 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
             self.normalizer.reset_parameters()
 
     def initialize_parameters(self, inputs):
-        """Materialises lazy weights with the channels of ``inputs`` (called by the first forward)."""
-        if not is_lazy(self.depthwise_weights):
+        """Materialises lazy weights with the channels of ``inputs`` (called by the first forward).
+
+        Each lazy tensor is materialised on its own, so weights already taken
+        from a checkpoint (``load_tf_checkpoint(..., strict=False)``) are kept.
+        """
+        if not self.has_uninitialized_params():
             return
         x = utils.to_tensor(inputs)
-        cin = x.shape[_channel_axis(self.data_format)]
+        cin = self.in_channels or x.shape[_channel_axis(self.data_format)]
         if cin == 0:
             raise ValueError(f"Invalid inputs shape {list(x.shape)}: the channel dimension must not be 0.")
         kh, kw = self.kernel_size
         mult = self.depth_multiplier
+        shapes = ((self.depthwise_weights, (kh, kw, cin, mult), self.weights_initializer),
+                  (self.pointwise_weights, (1, 1, cin * mult, self.num_outputs), self.weights_initializer),
+                  (self.biases, (self.num_outputs or cin * mult,), self.biases_initializer))
         with torch.no_grad():
-            self.depthwise_weights.materialize((kh, kw, cin, mult))
-            if self.pointwise_weights is not None:
-                self.pointwise_weights.materialize((1, 1, cin * mult, self.num_outputs))
-            if self.biases is not None:
-                self.biases.materialize((self.num_outputs or cin * mult,))
-            _fill_(self.depthwise_weights, self.weights_initializer)
-            _fill_(self.pointwise_weights, self.weights_initializer)
-            _fill_(self.biases, self.biases_initializer)
+            for tensor, shape, initializer in shapes:
+                if tensor is not None and is_lazy(tensor):
+                    tensor.materialize(shape)
+                    _fill_(tensor, initializer)
 
     def forward(self, inputs):
         """Applies the separable convolution, the normalizer and the activation."""
