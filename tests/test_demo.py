@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 import sepconv as sc
 from sepconv import __main__ as cli
-from sepconv._src import demo, demo_dist, demo_model
+from sepconv._src import demo, demo_data, demo_dist, demo_model
 from sepconv._src import train as tf_train
 
 TINY = ["--epochs", "2", "--max-steps", "8", "--batch-size", "64", "--quiet"]
@@ -156,3 +156,14 @@ def test_two_processes_train_the_same_weights_as_one(single_run, tmp_path):
                                    err_msg=name)
     np.testing.assert_allclose(_metrics(tmp_path)["step_loss"], _metrics(single_out)["step_loss"],
                                rtol=1e-5)
+
+
+def test_random_shifts_move_whole_images_deterministically():
+    images = torch.zeros(16, 8, 8, 1)
+    images[:, 1:7, 1:7] = torch.rand(16, 6, 6, 1, generator=torch.Generator().manual_seed(0))
+    shifted = demo_data.random_shifts(images, seed=0, epoch=1, batch_index=2)
+    # A zero border means a shift by one pixel loses nothing: each image keeps its pixels.
+    torch.testing.assert_close(shifted.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))
+    assert not torch.equal(shifted, images)
+    assert torch.equal(shifted, demo_data.random_shifts(images, seed=0, epoch=1, batch_index=2))
+    assert not torch.equal(shifted, demo_data.random_shifts(images, seed=0, epoch=1, batch_index=3))

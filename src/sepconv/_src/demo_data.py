@@ -1,9 +1,10 @@
-"""scikit-learn's digits for the demo: a fixed split, global batches, rank shards.
+"""scikit-learn's digits for the demo: a fixed split, global batches, shifts, rank shards.
 
 The digits (1,797 grayscale 8x8 images, 10 classes) ship inside scikit-learn,
 so the demo needs no download. Every rank of a data-parallel run derives the
-same shuffled global batches from the seed and takes its own contiguous slice
-of each, so the ranks together see exactly the batch one process would.
+same shuffled, randomly shifted global batches from the seed and takes its
+own contiguous slice of each, so the ranks together see exactly the batch one
+process would.
 """
 import numpy as np
 import torch
@@ -60,3 +61,25 @@ def shard(indices, rank, world_size):
         [[0, 1, 2], [3, 4]]
     """
     return np.array_split(indices, world_size)[rank]
+
+
+def random_shifts(images, seed, epoch, batch_index, max_shift=1):
+    """``images`` (NHWC) each moved by up to ``max_shift`` pixels, zeros filling in.
+
+    The shifts are drawn from ``(seed, epoch, batch_index)``: every rank shifts
+    the whole global batch identically before taking its shard, so the data
+    stay those of one process.
+
+    Example:
+        >>> x = torch.zeros(4, 3, 3, 1)
+        >>> x[:, 1, 1] = 1.0  # a centred dot moves to a random neighbouring pixel
+        >>> [tuple(map(int, torch.nonzero(image[..., 0])[0])) for image in random_shifts(x, 0, 0, 0)]
+        [(1, 2), (2, 2), (0, 1), (0, 2)]
+    """
+    count, height, width, _ = images.shape
+    rng = np.random.default_rng([seed, epoch, batch_index, 1])
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, count))
+    padded = torch.nn.functional.pad(images, (0, 0, max_shift, max_shift, max_shift, max_shift))
+    rows = torch.from_numpy(dy)[:, None] + torch.arange(height)[None, :]
+    cols = torch.from_numpy(dx)[:, None] + torch.arange(width)[None, :]
+    return padded[torch.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]

@@ -5,12 +5,15 @@ variables for a training step; ``model(images, is_training=False)`` is the
 evaluation call site on the same variables. The optimizer is a
 ``torch.optim`` one on ``sc.trainable_variables()``; the objective adds
 ``sc.get_regularization_loss()`` (the L2 penalties the arg scope attached to
-every weight) to the cross-entropy, every step.
+every weight) to the cross-entropy, every step. Training images are shifted
+by up to a pixel (the test set is not), which is worth about half a point of
+test accuracy on the digits.
 """
 import dataclasses
 import math
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,10 +90,12 @@ def train(model, train_set, test_set, config, context, progress):
     for epoch in range(config.epochs):
         batches = demo_data.global_batches(len(x_train), config.batch_size, config.seed, epoch)
         losses = []
-        for batch in batches[:total_steps - len(history.step_loss)]:
-            local = torch.from_numpy(demo_data.shard(batch, context.rank, context.world_size))
-            losses.append(train_step(model, variables, optimizer, x_train[local], y_train[local],
-                                     len(batch), context))
+        for index, batch in enumerate(batches[:total_steps - len(history.step_loss)]):
+            images = demo_data.random_shifts(x_train[batch], config.seed, epoch, index)
+            local = torch.from_numpy(demo_data.shard(np.arange(len(batch)), context.rank,
+                                                     context.world_size))
+            losses.append(train_step(model, variables, optimizer, images[local],
+                                     y_train[batch][local], len(batch), context))
             schedule.step()
             progress.update(1)
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
