@@ -524,7 +524,9 @@ class Template(nn.Module):
     reuse them with ``make_template``'s rules: creating a new variable raises.
 
     Keys are the TF op names (``'MobilenetV1/Conv2d_0/weights'``), in
-    ``named_parameters()``, ``named_buffers()`` and ``state_dict()``; the
+    ``named_parameters()``, ``named_buffers()`` and ``state_dict()`` (``'/'``
+    is a valid attribute name for torch; a TF name containing ``'.'``, torch's
+    submodule separator, raises ``ValueError`` when created); the
     registered tensors *are* the graph's variables, and stay so through
     ``.to()``, ``.half()``, ``load_state_dict`` (also with ``assign=True``),
     copying and pickling. Each call looks every variable up in the module,
@@ -570,7 +572,7 @@ class Template(nn.Module):
         self._fn = functools.partial(fn, **kwargs) if kwargs else fn
         self._passes_is_training = _takes_is_training(fn) and "is_training" not in kwargs
         self._graph = Graph()
-        self._tf_names = []  # op names of the registered variables, in creation order
+        self._tf_names = {}  # op names of the registered variables (a dict: ordered, O(1) lookup)
         self._built = False
 
     @property
@@ -654,13 +656,13 @@ class Template(nn.Module):
             self.register_buffer(op_name, variable)
             if hasattr(self, "_initial_values"):
                 self._initial_values[op_name] = variable.detach().clone()
-        self._tf_names.append(op_name)
+        self._tf_names[op_name] = None
 
     def _unregister_all(self):
         for name in self._tf_names:
             self._parameters.pop(name, None)
             self._buffers.pop(name, None)
-        self._tf_names = []
+        self._tf_names = {}
 
     def _tensor(self, name):
         tensor = self._parameters.get(name)
