@@ -31,7 +31,10 @@ CHECKPOINT_NAME = "model.ckpt"
 def build_parser():
     """The demo's command line; every flag has a help text."""
     parser = argparse.ArgumentParser(
-        prog="python -m sepconv demo", description=__doc__.split("\n\n")[0],
+        prog="python -m sepconv demo",
+        description="Train a small MobileNet of sepconv separable layers on scikit-learn's "
+                    "digits, write curves and a TF checkpoint, and check the restored model.",
+        epilog=__doc__.split("\n\n")[2].replace("``", ""),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--epochs", type=_positive_int, default=30,
                         help="passes over the 1,437 training digits")
@@ -43,7 +46,8 @@ def build_parser():
     parser.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
                         help="scale of sc.l2_regularizer on every weight (0 disables it)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the train/test split, the initial weights and the shuffling")
+                        help="seed of the train/test split, the initial weights, the shuffling "
+                             "and the random shifts")
     parser.add_argument("--threads", type=_positive_int, default=1,
                         help="torch intra-op threads per process; the layers are so small "
                              "that one thread is fastest (torchrun's processes use the cores)")
