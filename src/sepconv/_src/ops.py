@@ -403,6 +403,8 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
                                          stride, rate, padding)
     x = _as_channels_last_nchw(inputs, data_format)
     conv_padding, lead_zeros, explicit = _depthwise_plan(pads, rate)
+    if any(lead_zeros) and not _zero_tap_is_exact(inputs):
+        conv_padding, lead_zeros, explicit = (0, 0), (0, 0), True
     if explicit:
         (top, bottom), (left, right) = pads
         x = F.pad(x, (left, right, top, bottom))
