@@ -195,12 +195,12 @@ def test_gradients_match_reference(case):
 @contextlib.contextmanager
 def chunk_bytes(value):
     """Forces the chunked path (several image groups) on small test shapes."""
-    saved = ops.CHUNK_BYTES
-    ops.CHUNK_BYTES = value
+    saved = ops.CHUNK_BYTES, ops.CHUNK_THRESHOLD_BYTES
+    ops.CHUNK_BYTES, ops.CHUNK_THRESHOLD_BYTES = value, 0
     try:
         yield
     finally:
-        ops.CHUNK_BYTES = saved
+        ops.CHUNK_BYTES, ops.CHUNK_THRESHOLD_BYTES = saved
 
 
 @given(layer_cases(), st.sampled_from([1, 200]))

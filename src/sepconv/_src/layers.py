@@ -225,11 +225,14 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
                     initializer=biases_initializer, regularizer=biases_regularizer,
                     collections=_variable_collections(variables_collections, "biases"), **create)
             _check_variables_match((depthwise, pointwise, biases), x)
+            # ReLU/ReLU6 right after the bias run in place inside ops (same numbers).
+            fused = ops.fusable_activation(activation_fn) if normalizer_fn is None else None
             outputs = ops.separable_conv2d(x, depthwise, pointwise, biases, stride=strides,
-                                           rate=rates, padding=padding, data_format=data_format)
+                                           rate=rates, padding=padding, data_format=data_format,
+                                           activation=fused)
             if normalizer_fn is not None:
                 outputs = normalizer_fn(outputs, **(normalizer_params or {}))
-            if activation_fn is not None:
+            if activation_fn is not None and fused is None:
                 outputs = activation_fn(outputs)
             return collect_named_outputs(outputs_collections, layer_scope.name, outputs)
 

@@ -20,6 +20,7 @@ Why the fast path looks the way it does (measured gains in
   GEMM's backward does not need, so this is safe under autograd.
 * Converted weights are cached per weight version when no gradient flows.
 """
+import functools
 import weakref
 
 import torch
@@ -132,7 +133,11 @@ def _cached(kind, weights, convert):
     if (torch.is_grad_enabled() and any(w.requires_grad for w in present)) or _compiling():
         return convert(*weights)
     key = (kind,) + tuple(None if w is None else id(w) for w in weights)
-    versions = tuple(None if w is None else w._version for w in weights)
+    # ``_version`` counts in-place updates; the data pointer also catches a
+    # ``w.data = other`` swap, which leaves the version alone. (An in-place
+    # write through ``w.data`` is invisible to both: autograd does not see it
+    # either.)
+    versions = tuple(None if w is None else (w._version, w.data_ptr()) for w in weights)
     entry = _WEIGHT_CACHE.get(key)
     if entry is not None:
         refs, cached_versions, value = entry
@@ -219,11 +224,14 @@ def depthwise_conv2d_nchw(x, depthwise_weights, stride, rate, pads):
 # ----------------------------------------------------------------------------
 # The layer
 # ----------------------------------------------------------------------------
-# Depthwise output per chunk of images. The layer runs image group by image
-# group so that this intermediate stays in cache between the depthwise conv
-# that writes it and the GEMM that reads it, instead of a round trip through
-# DRAM (the whole intermediate is 25 MB at batch 16 of 56x56x128).
+# When the whole depthwise intermediate is larger than CHUNK_THRESHOLD_BYTES
+# (measured: from 8 MB, e.g. 28x28x256 at batch 16, chunks win), the
+# layer runs image group by image group, each group's intermediate about
+# CHUNK_BYTES, so it stays in cache between the depthwise conv that writes it
+# and the GEMM that reads it instead of a round trip through DRAM. Below the
+# threshold one chunk is faster: fewer, larger GEMMs.
 CHUNK_BYTES = 2 << 20
+CHUNK_THRESHOLD_BYTES = 8 << 20
 
 
 def _apply_activation_(y, activation):
@@ -241,6 +249,20 @@ def _activation_backward(grad, output, activation):
     if activation == "relu6":
         return torch.ops.aten.hardtanh_backward(grad, output, 0.0, 6.0)
     return grad
+
+
+def fusable_activation(activation_fn):
+    """The epilogue name of ``activation_fn`` if ops can apply it in place, else None.
+
+    Example:
+        >>> fusable_activation(torch.relu), fusable_activation(torch.tanh)
+        ('relu', None)
+    """
+    if activation_fn in (torch.relu, F.relu, torch.nn.functional.relu):
+        return "relu"
+    if activation_fn is F.relu6:
+        return "relu6"
+    return None
 
 
 def _check_activation(activation):
@@ -291,6 +313,8 @@ def _images_per_chunk(x, kernel, geometry):
     """``(images per chunk, output pixels per image)``: a chunk's depthwise output is ~``CHUNK_BYTES``."""
     pixels = geometry.out_h * geometry.out_w
     image_bytes = max(pixels * kernel.shape[0] * x.element_size(), 1)
+    if image_bytes * x.shape[0] <= CHUNK_THRESHOLD_BYTES:
+        return max(x.shape[0], 1), pixels  # at least 1: an empty batch still steps through range()
     return max(1, min(x.shape[0], CHUNK_BYTES // image_bytes)), pixels
 
 
@@ -362,6 +386,20 @@ class _SeparableFunction(torch.autograd.Function):
         return grad_x, grad_kernel, grad_weights, grad_biases, None, None
 
 
+def _plan_uncached(spatial, kernel, stride, rate, padding):
+    pads, out = conv_geometry(spatial, kernel, stride, rate, padding)
+    return pads, out, _depthwise_plan(pads, rate)
+
+
+# The geometry is pure and costs ~10 us of Python per call: memoised, except
+# under torch.compile, which traces the plain function (it warns on lru_cache).
+_plan_cached = functools.lru_cache(maxsize=256)(_plan_uncached)
+
+
+def _plan(*args):
+    return _plan_uncached(*args) if _compiling() else _plan_cached(*args)
+
+
 def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=None, *,
                      stride=(1, 1), rate=(1, 1), padding="SAME", data_format="NHWC",
                      activation=None):
@@ -399,12 +437,11 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
     """
     _check_activation(activation)
     spatial = inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4]
-    pads, (out_h, out_w) = conv_geometry(tuple(spatial), tuple(depthwise_weights.shape[:2]),
-                                         stride, rate, padding)
-    x = _as_channels_last_nchw(inputs, data_format)
-    conv_padding, lead_zeros, explicit = _depthwise_plan(pads, rate)
+    pads, (out_h, out_w), (conv_padding, lead_zeros, explicit) = _plan(
+        tuple(spatial), tuple(depthwise_weights.shape[:2]), tuple(stride), tuple(rate), padding)
     if any(lead_zeros) and not _zero_tap_is_exact(inputs):
         conv_padding, lead_zeros, explicit = (0, 0), (0, 0), True
+    x = _as_channels_last_nchw(inputs, data_format)
     if explicit:
         (top, bottom), (left, right) = pads
         x = F.pad(x, (left, right, top, bottom))
@@ -517,7 +554,7 @@ def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, bet
 
 
 __all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "conv_geometry", "depthwise_conv2d_nchw",
-           "depthwise_kernel", "fold_batch_norm", "output_shape", "pointwise_kernel",
+           "depthwise_kernel", "fold_batch_norm", "fusable_activation", "output_shape", "pointwise_kernel",
            "pointwise_matrix", "same_padding", "separable_conv2d"]
 
 
