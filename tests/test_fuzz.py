@@ -28,6 +28,7 @@ from graph_snapshot import snapshot
 LAYER_EXAMPLES = 300
 REUSE_EXAMPLES = 120
 BATCH_NORM_EXAMPLES = 150
+GET_VARIABLE_EXAMPLES = 200
 
 FUZZ_SETTINGS = dict(deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -40,6 +41,11 @@ def record(test, outcome):
     COUNTS.setdefault(test, {"valid": 0, "invalid": 0})[outcome] += 1
 
 
+def rare(draw, one_in):
+    """True about once in ``one_in`` draws (hypothesis favours small integers, so not ``integers() == 0``)."""
+    return draw(st.sampled_from([False] * (one_in - 1) + [True]))
+
+
 class Draw:
     """Draws argument values; a bad value (one draw in twenty) marks the call invalid."""
 
@@ -48,7 +54,7 @@ class Draw:
         self.bad = []
 
     def value(self, name, valid, bad_values):
-        if bad_values and self.draw(st.integers(0, 19)) == 19:
+        if bad_values and rare(self.draw, 20):
             value = self.draw(st.sampled_from(bad_values))
             self.bad.append((name, value))
             return value
@@ -60,7 +66,7 @@ class Draw:
 
     def size(self):
         """A dimension, empty one time in twenty (valid for the batch only)."""
-        return self.draw(st.integers(1, 7)) if self.draw(st.integers(0, 19)) else 0
+        return 0 if rare(self.draw, 20) else self.draw(st.integers(1, 7))
 
 
 def as_pair(value):
@@ -91,7 +97,7 @@ def layer_calls(draw):
     )
     if d.value("activation_fn", st.just(True), [False]) is False:
         kwargs["activation_fn"] = "relu"
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.booleans()):
         kwargs["normalizer_fn"] = sc.batch_norm
         params = dict(is_training=draw(st.booleans()), scale=draw(st.booleans()), center=draw(st.booleans()),
                       decay=draw(st.sampled_from([0.0, 0.5, 0.9, 0.999])),
@@ -102,7 +108,7 @@ def layer_calls(draw):
             params["data_format"] = data_format
         if d.value("normalizer_params", st.just(True), [False]) is False:
             params[draw(st.sampled_from(["bogus", "is_trainng"]))] = True
-        if draw(st.integers(0, 4)) == 0:  # fails after the conv variables exist: they must go again
+        if rare(draw, 5):  # fails after the conv variables exist: they must go again
             params["decay"] = draw(st.sampled_from([1.5, -0.1]))
             d.bad.append(("decay", params["decay"]))
         kwargs["normalizer_params"] = params
@@ -110,7 +116,7 @@ def layer_calls(draw):
     shape = shape[:rank] if rank < 4 else shape + (1,) * (rank - 4)
     seed = draw(st.integers(0, 2 ** 31))
     inputs = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    if inputs.numel() and draw(st.integers(0, 9)) == 0:  # NaN and Inf must propagate as in TF
+    if inputs.numel() and rare(draw, 5):  # NaN and Inf must propagate as in TF
         inputs.view(-1)[draw(st.integers(0, inputs.numel() - 1))] = draw(
             st.sampled_from([float("nan"), float("inf"), -float("inf")]))
     inputs = inputs.to(dtype)
@@ -373,7 +379,88 @@ def test_batch_norm_is_right_or_refuses_cleanly(call):
             check_moving_statistics(v, (mean, variance, count), kwargs["decay"], inputs.dtype, tolerance * 4)
 
 
+INITIALIZERS = {
+    "zeros": (lambda: sc.zeros_initializer(), lambda shape: torch.zeros(shape)),
+    "ones": (lambda: sc.ones_initializer(), lambda shape: torch.ones(shape)),
+    "constant": (lambda: sc.constant_initializer(2.5), lambda shape: torch.full(shape, 2.5)),
+    "normal": (lambda: sc.random_normal_initializer(seed=3),
+               lambda shape: sc.random_normal_initializer(seed=3)(shape, dtype=torch.float64)),
+}
+
+
+@st.composite
+def get_variable_calls(draw):
+    d = Draw(draw)
+    kwargs = dict(
+        name=d.value("name", st.sampled_from(["w", "b", "exists", "a_1"]), [None, 3, ""]),
+        shape=d.value("shape", st.lists(st.integers(0, 3), max_size=3), [[-1], [1.5], 3, "ab", [True]]),
+        dtype=d.value("dtype", st.sampled_from([torch.float32, torch.float64, "float64", np.float32]),
+                      ["floaty", 3]),
+        trainable=d.value("trainable", st.booleans(), [1, "yes"]),
+        collections=d.value("collections", st.none() | st.just(["mine"]), ["mine", 3]),
+    )
+    if rare(draw, 10):
+        kwargs["shape"] = None  # valid for a reuse, or with an array initializer only
+    kind = draw(st.sampled_from(sorted(INITIALIZERS) + ["array"]))
+    if d.value("initializer", st.just(True), [False]) is False:
+        kwargs["initializer"] = draw(st.sampled_from([3, "zeros"]))
+    elif kind == "array" and "shape" not in dict(d.bad):
+        kwargs["initializer"] = np.full([2] if kwargs["shape"] is None else kwargs["shape"], 0.5)
+    elif kind != "array":
+        kwargs["initializer"] = INITIALIZERS[kind][0]()
+    reuse = draw(st.sampled_from([None, sc.AUTO_REUSE, None, True]))
+    return kwargs, kind, reuse, d.bad
+
+
+def get_variable_problem(kwargs, kind, reuse):
+    """Why TF refuses the call, or None; the graph holds ``exists`` of shape [2], float32."""
+    if kwargs["name"] == "exists":
+        if reuse is None:
+            return "exists without reuse"
+        shape_ok = kwargs["shape"] is None or list(kwargs["shape"]) == [2]
+        dtype_ok = torch.float32 == sc._src.utils.as_dtype(kwargs["dtype"])
+        return None if shape_ok and dtype_ok else "reuse with another shape or dtype"
+    if reuse is True:
+        return "reuse of a missing variable"
+    if kwargs["shape"] is None and not isinstance(kwargs.get("initializer"), np.ndarray):
+        return "no shape"
+    return None
+
+
+@settings(max_examples=GET_VARIABLE_EXAMPLES, **FUZZ_SETTINGS)
+@given(get_variable_calls())
+def test_get_variable_is_right_or_refuses_cleanly(call):
+    kwargs, kind, reuse, bad = call
+    reason = bad or get_variable_problem(kwargs, kind, reuse)
+    graph = prepared_graph()
+    with graph.as_default():
+        existing = sc.get_variable("exists", [2], initializer=sc.ones_initializer())
+        before = snapshot(graph)
+        try:
+            with sc.variable_scope(sc.get_variable_scope(), reuse=reuse):
+                variable = sc.get_variable(**kwargs)
+        except (ValueError, TypeError) as error:
+            assert reason, f"a valid call raised {error!r}"
+            record("get_variable", "invalid")
+            assert snapshot(graph) == before
+            return
+        assert not reason, f"the call should have failed: {reason}"
+        record("get_variable", "valid")
+        if kwargs["name"] == "exists":
+            assert variable is existing and snapshot(graph) == before
+            return
+        assert variable.name == f"{kwargs['name']}:0" and variable.dtype == sc._src.utils.as_dtype(kwargs["dtype"])
+        assert variable.requires_grad == kwargs["trainable"]
+        assert any(v is variable for v in sc.trainable_variables()) == kwargs["trainable"]
+        assert any(v is variable for v in sc.get_collection("mine")) == (kwargs["collections"] is not None)
+        if kind in INITIALIZERS:
+            expected = INITIALIZERS[kind][1](list(kwargs["shape"]))
+            torch.testing.assert_close(variable.detach().double(), expected.double().to(variable.dtype).double())
+        elif kind == "array":
+            assert bool((variable == 0.5).all())
+
+
 def test_print_fuzz_counts():
     """Runs last in this module; with ``-s`` it shows how many examples were valid and invalid."""
     print(f"\nfuzz examples (budget {LAYER_EXAMPLES} layer, {REUSE_EXAMPLES} reuse, "
-          f"{BATCH_NORM_EXAMPLES} batch_norm): {COUNTS}")
+          f"{BATCH_NORM_EXAMPLES} batch_norm, {GET_VARIABLE_EXAMPLES} get_variable): {COUNTS}")
