@@ -525,3 +525,22 @@ def test_nan_and_inf_propagate_like_the_reference(shape, kernel, stride, padding
     assert torch.equal(torch.isinf(y), torch.isinf(expected))
     finite = torch.isfinite(expected)
     torch.testing.assert_close(y[finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_failed_first_template_call_leaves_nothing_and_keeps_the_name(populated_graph):
+    def model(inputs):
+        net = sc.separable_conv2d(inputs, 4, 3, 1, weights_regularizer=sc.l2_regularizer(0.1))
+        # A 3x3 image fails here, after the first layer created its variables and loss entries.
+        return sc.separable_conv2d(net, 2, 5, 1, padding="VALID", normalizer_fn=sc.batch_norm)
+
+    template = sc.make_template("model", model)
+    before = snapshot(populated_graph)
+    with pytest.raises(ValueError, match=m("Input spatial size [3, 3] is smaller than the dilated kernel size [5, 5]")):
+        template(x((1, 3, 3, 3)))
+    assert snapshot(populated_graph) == before
+    with pytest.raises(TypeError, match=m("Invalid inputs dtype torch.int64", "floating-point")):
+        template(torch.ones(1, 5, 5, 3, dtype=torch.int64))
+    assert snapshot(populated_graph) == before and template.variable_scope is None
+    template(x())
+    assert template.variable_scope_name == "model"
+    assert len(template.trainable_variables) == 3 + 2 + 1
