@@ -386,3 +386,16 @@ def test_torch_compile_full_graph_forward_and_backward():
     grads = torch.autograd.grad(actual.sum(), tensors)
     for got, want in zip(grads, torch.autograd.grad(expected.sum(), tensors)):
         torch.testing.assert_close(got, want, **F64)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_input_propagates_as_in_tf_with_asymmetric_padding(requires_grad, bad):
+    """The zero tap would read row 1 (0 * inf = NaN); both paths must give TF's numbers."""
+    case = _case(activation=None)
+    x, dw, pw, b = make_tensors(case)
+    x[0, 1, 2, 0] = bad
+    if requires_grad:
+        x.requires_grad_(True)
+    actual = call_ops(case, x, dw, pw, b)
+    torch.testing.assert_close(actual, call_reference(case, x, dw, pw, b), equal_nan=True, **F64)
