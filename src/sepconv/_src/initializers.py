@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 import torch
 
-from .utils import as_dtype
+from .utils import as_dtype, check_seed
 
 __all__ = ["constant_initializer", "glorot_uniform_initializer", "ones_initializer",
            "random_normal_initializer", "random_uniform_initializer",
@@ -29,15 +29,6 @@ def _check_real(value, argument, minimum=None):
     return float(value)
 
 
-_SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.Generator.manual_seed accepts
-
-
-def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"Invalid seed {seed!r}: expected an int or None.")
-    if seed is not None and not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
-        raise ValueError(f"Invalid seed {seed!r}: expected an int in [-2**63, 2**64 - 1] or None.")
-    return seed
 
 
 def _check_shape(shape):
@@ -65,7 +56,7 @@ class _Initializer:
     """Base: subclasses implement ``_generate(shape, dtype, generator)``."""
 
     def __init__(self, seed=None, dtype=torch.float32):
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         # Checked now, as TF does, so a bad dtype fails where it was written.
         self.dtype = torch.float32
         self.dtype = self._dtype(dtype)

@@ -5,7 +5,6 @@ collections and scope counters are restored (``Graph._atomic``).
 """
 import functools
 import inspect
-import numbers
 
 import torch
 
@@ -115,6 +114,46 @@ def _check_normalizer_params(normalizer_fn, params):
                          f"should be among {allowed}.")
 
 
+def _check_conv_layer_options(activation_fn, normalizer_fn, normalizer_params,
+                              weights_initializer, weights_regularizer, biases_initializer,
+                              biases_regularizer, variables_collections, outputs_collections,
+                              trainable, scope):
+    """Checks the options slim's convolution layers share, before any variable exists."""
+    utils.check_callable(activation_fn, "activation_fn")
+    utils.check_callable(normalizer_fn, "normalizer_fn")
+    utils.check_params(normalizer_params, "normalizer_params")
+    _check_normalizer_params(normalizer_fn, normalizer_params)
+    utils.check_callable(weights_initializer, "weights_initializer", allow_none=False)
+    utils.check_callable(weights_regularizer, "weights_regularizer")
+    utils.check_callable(biases_initializer, "biases_initializer")
+    utils.check_callable(biases_regularizer, "biases_regularizer")
+    _check_collections(variables_collections, "variables_collections", allow_dict=True)
+    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    utils.check_bool(trainable, "trainable")
+    _check_scope(scope)
+
+
+def _biases_unless_normalized(shape, normalizer_fn, biases_initializer, biases_regularizer,
+                              variables_collections, create):
+    """slim creates ``biases`` only without a normalizer and with an initializer."""
+    if normalizer_fn is not None or biases_initializer is None:
+        return None
+    return model_variable("biases", shape, initializer=biases_initializer,
+                          regularizer=biases_regularizer,
+                          collections=_variable_collections(variables_collections, "biases"),
+                          **create)
+
+
+def _normalize_activate_collect(outputs, normalizer_fn, normalizer_params, activation_fn,
+                                outputs_collections, alias):
+    """slim's epilogue: normalizer (in the layer scope), activation, outputs collections."""
+    if normalizer_fn is not None:
+        outputs = normalizer_fn(outputs, **(normalizer_params or {}))
+    if activation_fn is not None:
+        outputs = activation_fn(outputs)
+    return collect_named_outputs(outputs_collections, alias, outputs)
+
+
 @add_arg_scope
 def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=1,
                      padding="SAME", data_format="NHWC", rate=1, activation_fn=torch.relu,
@@ -188,18 +227,9 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
     multiplier = utils.positive_int(depth_multiplier, "depth_multiplier")
     if num_outputs is not None:
         num_outputs = utils.positive_int(num_outputs, "num_outputs")
-    utils.check_callable(activation_fn, "activation_fn")
-    utils.check_callable(normalizer_fn, "normalizer_fn")
-    _check_params(normalizer_params, "normalizer_params")
-    _check_normalizer_params(normalizer_fn, normalizer_params)
-    utils.check_callable(weights_initializer, "weights_initializer", allow_none=False)
-    utils.check_callable(weights_regularizer, "weights_regularizer")
-    utils.check_callable(biases_initializer, "biases_initializer")
-    utils.check_callable(biases_regularizer, "biases_regularizer")
-    _check_collections(variables_collections, "variables_collections", allow_dict=True)
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
-    utils.check_bool(trainable, "trainable")
-    _check_scope(scope)
+    _check_conv_layer_options(activation_fn, normalizer_fn, normalizer_params, weights_initializer,
+                              weights_regularizer, biases_initializer, biases_regularizer,
+                              variables_collections, outputs_collections, trainable, scope)
     x = utils.to_tensor(inputs)
     channels = _channels(x, data_format)
     ops.conv_geometry(_spatial(x, data_format), kernel, strides, rates, padding)
@@ -218,46 +248,21 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
                     "pointwise_weights", [1, 1, channels * multiplier, num_outputs],
                     initializer=weights_initializer, regularizer=weights_regularizer,
                     collections=weights_collections, **create)
-            biases = None
-            if normalizer_fn is None and biases_initializer is not None:
-                biases = model_variable(
-                    "biases", [num_outputs or channels * multiplier],
-                    initializer=biases_initializer, regularizer=biases_regularizer,
-                    collections=_variable_collections(variables_collections, "biases"), **create)
+            biases = _biases_unless_normalized(
+                [num_outputs or channels * multiplier], normalizer_fn, biases_initializer,
+                biases_regularizer, variables_collections, create)
             _check_variables_match((depthwise, pointwise, biases), x)
             # ReLU/ReLU6 right after the bias run in place inside ops (same numbers).
             fused = ops.fusable_activation(activation_fn) if normalizer_fn is None else None
             outputs = ops.separable_conv2d(x, depthwise, pointwise, biases, stride=strides,
                                            rate=rates, padding=padding, data_format=data_format,
                                            activation=fused)
-            if normalizer_fn is not None:
-                outputs = normalizer_fn(outputs, **(normalizer_params or {}))
-            if activation_fn is not None and fused is None:
-                outputs = activation_fn(outputs)
-            return collect_named_outputs(outputs_collections, layer_scope.name, outputs)
+            return _normalize_activate_collect(outputs, normalizer_fn, normalizer_params,
+                                               None if fused else activation_fn,
+                                               outputs_collections, layer_scope.name)
 
 
 separable_convolution2d = separable_conv2d
-
-
-def _check_params(params, argument, allowed=None):
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise TypeError(f"Invalid {argument} {params!r}: expected a dict or None.")
-    if allowed is not None:
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise ValueError(f"Invalid {argument} keys {unknown}, should be among {sorted(allowed)}.")
-    return params
-
-
-def _check_training(is_training):
-    if isinstance(is_training, torch.Tensor) and is_training.numel() == 1 and not is_training.dtype.is_floating_point:
-        return bool(is_training)
-    if not isinstance(is_training, bool):
-        raise TypeError(f"Invalid is_training {is_training!r}: expected a bool or a scalar bool tensor.")
-    return is_training
 
 
 def _check_updates_collections(value):
@@ -275,15 +280,6 @@ def _restore_if_call_fails(graph, variables):
                 variable.copy_(value)
 
     graph._record_undo(restore)
-
-
-def _check_fraction(value, argument, low, high, high_inclusive):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Invalid {argument} {value!r}: expected a float.")
-    if not (low <= value and (value <= high if high_inclusive else value < high)):
-        bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"Invalid {argument} {value!r}: must be in [{low}, {high}{bracket}.")
-    return float(value)
 
 
 @add_arg_scope
@@ -341,15 +337,15 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
     """
     del renorm_decay
     utils.data_format(data_format)
-    decay = _check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
-    epsilon = _check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
+    decay = utils.check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
+    epsilon = utils.check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
     utils.check_bool(center, "center")
     utils.check_bool(scale, "scale")
     utils.check_bool(trainable, "trainable")
-    training = _check_training(is_training)
+    training = utils.check_training(is_training)
     utils.check_callable(activation_fn, "activation_fn")
-    initializers = _check_params(param_initializers, "param_initializers", _BATCH_NORM_PARAMS)
-    regularizers = _check_params(param_regularizers, "param_regularizers", ("beta", "gamma"))
+    initializers = utils.check_params(param_initializers, "param_initializers", _BATCH_NORM_PARAMS)
+    regularizers = utils.check_params(param_regularizers, "param_regularizers", ("beta", "gamma"))
     _check_collections(variables_collections, "variables_collections", allow_dict=True)
     _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
     for name, value, default in (("batch_weights", batch_weights, None),

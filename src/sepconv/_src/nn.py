@@ -21,7 +21,6 @@ from . import checkpoint as ckpt_lib
 from . import ops, utils
 from .graph import Graph, Variable
 from .initializers import ones_initializer, xavier_initializer, zeros_initializer
-from .layers import _check_fraction, _check_params
 from .scope import get_variable_scope, variable_scope
 
 __all__ = ["BatchNorm", "SeparableConv2d", "Template", "TFCheckpointLoadResult"]
@@ -119,13 +118,13 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                  activation_fn=None, data_format="NHWC", param_initializers=None,
                  trainable=True, *, device=None, dtype=None):
         super().__init__()
-        self.decay = _check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
-        self.epsilon = _check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
+        self.decay = utils.check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
+        self.epsilon = utils.check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
         self.center = utils.check_bool(center, "center")
         self.scale = utils.check_bool(scale, "scale")
         self.activation_fn = utils.check_callable(activation_fn, "activation_fn")
         self.data_format = utils.data_format(data_format)
-        self.param_initializers = dict(_check_params(param_initializers, "param_initializers",
+        self.param_initializers = dict(utils.check_params(param_initializers, "param_initializers",
                                                      _BATCH_NORM_PARAMS))
         trainable = utils.check_bool(trainable, "trainable")
         lazy = num_features is None

@@ -23,9 +23,10 @@ from . import graph as graph_lib
 from . import ops, utils
 from .arg_scope import add_arg_scope
 from .initializers import xavier_initializer, zeros_initializer
-from .layers import (_channels, _check_collections, _check_normalizer_params, _check_params,
-                     _check_scope, _check_training, _check_variables_match, _spatial,
-                     _variable_collections, collect_named_outputs)
+from .layers import (_biases_unless_normalized, _channels, _check_collections,
+                     _check_conv_layer_options, _check_scope, _check_variables_match,
+                     _normalize_activate_collect, _spatial, _variable_collections,
+                     collect_named_outputs)
 from .scope import get_variable_scope, model_variable, variable_scope
 
 __all__ = ["avg_pool2d", "conv2d", "convolution2d", "dropout", "flatten", "max_pool2d", "softmax"]
@@ -108,18 +109,9 @@ def convolution2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME", da
     strides = utils.pair(stride, "stride")
     rates = utils.pair(rate, "rate")
     num_outputs = utils.positive_int(num_outputs, "num_outputs")
-    utils.check_callable(activation_fn, "activation_fn")
-    utils.check_callable(normalizer_fn, "normalizer_fn")
-    _check_params(normalizer_params, "normalizer_params")
-    _check_normalizer_params(normalizer_fn, normalizer_params)
-    utils.check_callable(weights_initializer, "weights_initializer", allow_none=False)
-    utils.check_callable(weights_regularizer, "weights_regularizer")
-    utils.check_callable(biases_initializer, "biases_initializer")
-    utils.check_callable(biases_regularizer, "biases_regularizer")
-    _check_collections(variables_collections, "variables_collections", allow_dict=True)
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
-    utils.check_bool(trainable, "trainable")
-    _check_scope(scope)
+    _check_conv_layer_options(activation_fn, normalizer_fn, normalizer_params, weights_initializer,
+                              weights_regularizer, biases_initializer, biases_regularizer,
+                              variables_collections, outputs_collections, trainable, scope)
     x = utils.to_tensor(inputs)
     channels = _channels(x, data_format)
     ops.conv_geometry(_spatial(x, data_format), kernel, strides, rates, padding)
@@ -131,20 +123,13 @@ def convolution2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME", da
                 "weights", [kernel[0], kernel[1], channels, num_outputs],
                 initializer=weights_initializer, regularizer=weights_regularizer,
                 collections=_variable_collections(variables_collections, "weights"), **create)
-            biases = None
-            if normalizer_fn is None and biases_initializer is not None:
-                biases = model_variable(
-                    "biases", [num_outputs], initializer=biases_initializer,
-                    regularizer=biases_regularizer,
-                    collections=_variable_collections(variables_collections, "biases"), **create)
+            biases = _biases_unless_normalized([num_outputs], normalizer_fn, biases_initializer,
+                                               biases_regularizer, variables_collections, create)
             _check_variables_match((weights, biases), x)
             outputs = ops.conv2d(x, weights, biases, stride=strides, rate=rates, padding=padding,
                                  data_format=data_format)
-            if normalizer_fn is not None:
-                outputs = normalizer_fn(outputs, **(normalizer_params or {}))
-            if activation_fn is not None:
-                outputs = activation_fn(outputs)
-            return collect_named_outputs(outputs_collections, layer_scope.name, outputs)
+            return _normalize_activate_collect(outputs, normalizer_fn, normalizer_params,
+                                               activation_fn, outputs_collections, layer_scope.name)
 
 
 conv2d = convolution2d
@@ -281,24 +266,6 @@ def max_pool2d(inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC
 # ----------------------------------------------------------------------------
 # Dropout, softmax, flatten: any rank
 # ----------------------------------------------------------------------------
-def _any_rank_tensor(inputs, argument, min_rank):
-    """A floating-point tensor of rank >= ``min_rank`` from a tensor or an array."""
-    if isinstance(inputs, torch.Tensor):
-        tensor = inputs
-    elif isinstance(inputs, (np.ndarray, np.generic, list, tuple, numbers.Real)):
-        tensor = torch.as_tensor(np.asarray(inputs))
-    else:
-        raise TypeError(f"Invalid {argument} of type {type(inputs).__name__}: expected a "
-                        "torch.Tensor or a numpy array.")
-    if not tensor.dtype.is_floating_point:
-        raise TypeError(f"Invalid {argument} dtype {tensor.dtype}: expected a floating-point "
-                        "tensor.")
-    if tensor.dim() < min_rank:
-        raise ValueError(f"Invalid {argument} rank {tensor.dim()} (shape {list(tensor.shape)}): "
-                         f"expected rank >= {min_rank}.")
-    return tensor
-
-
 def _check_keep_prob(keep_prob):
     if isinstance(keep_prob, torch.Tensor) and keep_prob.numel() == 1:
         keep_prob = keep_prob.item()
@@ -326,12 +293,6 @@ def _noise_shape(noise_shape, shape):
             raise ValueError(f"Invalid noise_shape {list(noise_shape)!r}: expected {allowed}.")
         result.append(int(dim))
     return tuple(result)
-
-
-def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"Invalid seed {seed!r}: expected an int or None.")
-    return seed
 
 
 @add_arg_scope
@@ -374,11 +335,11 @@ def dropout(inputs, keep_prob=0.5, noise_shape=None, is_training=True, outputs_c
         [1.0, 1.0, 1.0]
     """
     keep_prob = _check_keep_prob(keep_prob)
-    training = _check_training(is_training)
+    training = utils.check_training(is_training)
     _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
     _check_scope(scope)
-    seed = _check_seed(seed)
-    x = _any_rank_tensor(inputs, "inputs", min_rank=1)
+    seed = utils.check_seed(seed)
+    x = utils.to_tensor(inputs, "inputs", min_rank=1, max_rank=None)
     mask_shape = _noise_shape(noise_shape, x.shape)
     with graph_lib.get_default_graph()._atomic():
         with variable_scope(scope, "Dropout") as layer_scope:
@@ -418,7 +379,7 @@ def softmax(logits, scope=None):
         [[[0.25, 0.25, 0.25, 0.25]]]
     """
     _check_scope(scope)
-    x = _any_rank_tensor(logits, "logits", min_rank=2)
+    x = utils.to_tensor(logits, "logits", min_rank=2, max_rank=None)
     if x.shape[-1] == 0:
         raise ValueError(f"Invalid logits shape {list(x.shape)}: the last dimension (the "
                          "classes) must not be 0.")
@@ -450,7 +411,7 @@ def flatten(inputs, outputs_collections=None, scope=None):
     """
     _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
     _check_scope(scope)
-    x = _any_rank_tensor(inputs, "inputs", min_rank=2)
+    x = utils.to_tensor(inputs, "inputs", min_rank=2, max_rank=None)
     graph = graph_lib.get_default_graph()
     with graph._atomic():
         name = _name_scope(scope, "Flatten")

@@ -78,8 +78,11 @@ def check_bool(value, argument):
     return value
 
 
-def to_tensor(inputs, argument="inputs"):
-    """A floating-point torch tensor of rank 4 from a tensor or an array."""
+def to_tensor(inputs, argument="inputs", min_rank=4, max_rank=4):
+    """A floating-point torch tensor from a tensor or an array, of rank in ``[min_rank, max_rank]``.
+
+    ``max_rank=None`` accepts any rank from ``min_rank`` up.
+    """
     if isinstance(inputs, torch.Tensor):
         tensor = inputs
     elif isinstance(inputs, np.ndarray) or (hasattr(inputs, "__array__") and not isinstance(inputs, (str, bytes))):
@@ -90,10 +93,55 @@ def to_tensor(inputs, argument="inputs"):
     if not tensor.dtype.is_floating_point:
         raise TypeError(f"Invalid {argument} dtype {tensor.dtype}: expected a floating-point "
                         "tensor (float16, bfloat16, float32 or float64).")
-    if tensor.dim() != 4:
+    if tensor.dim() < min_rank or (max_rank is not None and tensor.dim() > max_rank):
+        expected = (f"a {min_rank}-D tensor" if min_rank == max_rank
+                    else f"rank >= {min_rank}" if max_rank is None
+                    else f"rank in [{min_rank}, {max_rank}]")
         raise ValueError(f"Invalid {argument} rank {tensor.dim()} (shape {list(tensor.shape)}): "
-                         "expected a 4-D tensor.")
+                         f"expected {expected}.")
     return tensor
+
+
+def check_seed(seed):
+    """An int seed in the range torch's generators take, or None."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"Invalid seed {seed!r}: expected an int or None.")
+    if seed is not None and not -2**63 <= seed <= 2**64 - 1:
+        raise ValueError(f"Invalid seed {seed!r}: expected an int in [-2**63, 2**64 - 1] or None.")
+    return seed
+
+
+def check_fraction(value, argument, low, high, high_inclusive):
+    """A float in ``[low, high]`` (or ``[low, high)``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {argument} {value!r}: expected a float.")
+    if not (low <= value and (value <= high if high_inclusive else value < high)):
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"Invalid {argument} {value!r}: must be in [{low}, {high}{bracket}.")
+    return float(value)
+
+
+def check_params(params, argument, allowed=None):
+    """A dict of keyword arguments (None gives ``{}``), with keys among ``allowed`` if given."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise TypeError(f"Invalid {argument} {params!r}: expected a dict or None.")
+    if allowed is not None:
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(f"Invalid {argument} keys {unknown}, should be among {sorted(allowed)}.")
+    return params
+
+
+def check_training(is_training):
+    """``is_training`` as a bool, from a bool or a scalar bool/int tensor."""
+    if (isinstance(is_training, torch.Tensor) and is_training.numel() == 1
+            and not is_training.dtype.is_floating_point):
+        return bool(is_training)
+    if not isinstance(is_training, bool):
+        raise TypeError(f"Invalid is_training {is_training!r}: expected a bool or a scalar bool tensor.")
+    return is_training
 
 
 def _array_to_tensor(inputs, argument):
