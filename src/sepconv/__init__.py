@@ -23,24 +23,26 @@ from ._src.regularizers import (get_regularization_loss, get_regularization_loss
                                 sum_regularizer)
 from ._src.scope import (Template, VariableScope, get_variable, get_variable_scope,
                          make_template, model_variable, variable, variable_scope)
-from . import nn  # noqa: E402  (sc.nn.SeparableConv2d, sc.nn.BatchNorm, sc.nn.Template)
-from . import train  # noqa: E402  (sc.train.Saver, sc.train.load_checkpoint, ...)
-from . import models  # noqa: E402  (sc.models.mobilenet_v1, ...)
+from . import models, nn, train  # sc.models.mobilenet_v1, sc.nn.Template, sc.train.Saver
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "avg_pool2d", "conv2d", "convolution2d", "dropout", "flatten", "max_pool2d", "softmax",
+    # submodules
+    "models", "nn", "train",
+    # slim's layers
+    "avg_pool2d", "batch_norm", "conv2d", "convolution2d", "dropout", "flatten", "max_pool2d",
+    "separable_conv2d", "separable_convolution2d", "softmax",
+    # the TF1 variable system and initializers/regularizers
     "AUTO_REUSE", "Graph", "GraphKeys", "Template", "Variable", "VariableScope",
     "add_arg_scope", "add_to_collection", "add_to_collections", "arg_scope",
-    "arg_scope_func_key", "arg_scoped_arguments", "batch_norm", "constant_initializer",
+    "arg_scope_func_key", "arg_scoped_arguments", "constant_initializer",
     "current_arg_scope", "get_collection", "get_collection_ref", "get_default_graph",
     "get_regularization_loss", "get_regularization_losses", "get_variable",
     "get_variable_scope", "global_variables", "glorot_uniform_initializer", "has_arg_scope",
     "l1_l2_regularizer", "l1_regularizer", "l2_regularizer", "make_template",
     "model_variable", "model_variables", "ones_initializer", "random_normal_initializer",
-    "random_uniform_initializer", "reset_default_graph", "separable_conv2d",
-    "separable_convolution2d", "sum_regularizer", "trainable_variables",
+    "random_uniform_initializer", "reset_default_graph", "sum_regularizer", "trainable_variables",
     "truncated_normal_initializer", "variable", "variable_scope",
     "variance_scaling_initializer", "xavier_initializer", "zeros_initializer",
 ]
