@@ -161,6 +161,17 @@ def _name_scope(scope, default_name):
     return name
 
 
+def _pool2d(pool, default_name, inputs, kernel_size, stride, padding, data_format,
+            outputs_collections, scope):
+    """Checks the arguments, then pools in a unique name scope, all-or-nothing."""
+    x, kernel, strides, padding = _check_pool_args(inputs, kernel_size, stride, padding,
+                                                   data_format, outputs_collections, scope)
+    with graph_lib.get_default_graph()._atomic():
+        name = _name_scope(scope, default_name)
+        outputs = pool(x, kernel, stride=strides, padding=padding, data_format=data_format)
+        return collect_named_outputs(outputs_collections, name, outputs)
+
+
 def _check_pool_args(inputs, kernel_size, stride, padding, data_format, outputs_collections, scope):
     utils.data_format(data_format)
     padding = utils.padding_mode(padding)
@@ -212,14 +223,8 @@ def avg_pool2d(inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC
         >>> sc.avg_pool2d(x, [2, 2], padding="SAME")[0, :, :, 0].tolist()
         [[2.0, 3.5], [6.5, 8.0]]
     """
-    x, kernel, strides, padding = _check_pool_args(inputs, kernel_size, stride, padding,
-                                                   data_format, outputs_collections, scope)
-    graph = graph_lib.get_default_graph()
-    with graph._atomic():
-        name = _name_scope(scope, "AvgPool2D")
-        outputs = ops.avg_pool2d(x, kernel, stride=strides, padding=padding,
-                                 data_format=data_format)
-        return collect_named_outputs(outputs_collections, name, outputs)
+    return _pool2d(ops.avg_pool2d, "AvgPool2D", inputs, kernel_size, stride, padding, data_format,
+                   outputs_collections, scope)
 
 
 @add_arg_scope
@@ -253,14 +258,8 @@ def max_pool2d(inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC
         >>> sc.max_pool2d(x, [2, 2])[0, :, :, 0].tolist()
         [[5.0, 7.0], [13.0, 15.0]]
     """
-    x, kernel, strides, padding = _check_pool_args(inputs, kernel_size, stride, padding,
-                                                   data_format, outputs_collections, scope)
-    graph = graph_lib.get_default_graph()
-    with graph._atomic():
-        name = _name_scope(scope, "MaxPool2D")
-        outputs = ops.max_pool2d(x, kernel, stride=strides, padding=padding,
-                                 data_format=data_format)
-        return collect_named_outputs(outputs_collections, name, outputs)
+    return _pool2d(ops.max_pool2d, "MaxPool2D", inputs, kernel_size, stride, padding, data_format,
+                   outputs_collections, scope)
 
 
 # ----------------------------------------------------------------------------
