@@ -283,3 +283,51 @@ def test_failing_calls_in_one_thread_leave_other_threads_variables_alone():
         assert sorted(names(graph.get_collection(key))) == good
     assert sorted(graph._vars) == sorted(name[:-2] for name in good)
     assert len(graph.get_collection(sc.GraphKeys.REGULARIZATION_LOSSES)) == 2 * rounds * THREADS // 2
+
+
+def test_rollback_keeps_a_variable_another_thread_already_reused():
+    """Thread A creates ``w`` and ``only_a`` and fails later in the same call; B reused ``w`` meanwhile.
+
+    Regression: A's rollback removed ``w`` too, leaving B holding a variable
+    that no collection or checkpoint knows. Now ``w`` stays (TF never rolls
+    back at all) and only what no other thread saw is undone.
+    """
+    graph = sc.Graph()
+    created, reused = threading.Event(), threading.Event()
+    got = {}
+
+    def thread_a():
+        with graph.as_default(), sc.variable_scope("shared", reuse=sc.AUTO_REUSE):
+            with pytest.raises(ValueError, match="late failure"), graph._atomic():
+                sc.get_variable("w", [1], initializer=sc.ones_initializer(), regularizer=sc.l2_regularizer(0.5))
+                sc.get_variable("only_a", [1], initializer=sc.ones_initializer())
+                created.set()
+                assert reused.wait(JOIN_TIMEOUT_S)
+                raise ValueError("late failure")
+
+    def thread_b():
+        assert created.wait(JOIN_TIMEOUT_S)
+        with graph.as_default(), sc.variable_scope("shared", reuse=sc.AUTO_REUSE):
+            got["w"] = sc.get_variable("w", [1])
+        reused.set()
+
+    errors = []
+
+    def guarded(target):
+        try:
+            target()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in (thread_a, thread_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+    if errors:
+        raise errors[0]
+    for key in (sc.GraphKeys.GLOBAL_VARIABLES, sc.GraphKeys.TRAINABLE_VARIABLES):
+        assert [v is got["w"] for v in graph.get_collection(key)] == [True]
+    losses = graph.get_collection(sc.GraphKeys.REGULARIZATION_LOSSES)
+    assert [loss.variable is got["w"] for loss in losses] == [True]
+    assert sorted(graph._vars) == ["shared/w"] and not graph._uncommitted

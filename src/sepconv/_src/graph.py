@@ -114,6 +114,8 @@ class Graph:
         self._vars = {}
         self._collections = {}
         self._thread = _ThreadScopeState()
+        # Variables created inside a still-open call, by name: the creating thread's id.
+        self._uncommitted = {}
 
     @contextlib.contextmanager
     def as_default(self):
@@ -202,10 +204,53 @@ class Graph:
         finally:
             state.transaction_depth = 0
             state.undo_log = []
+            self._forget_uncommitted()
 
     def _record_undo(self, undo):
         if self._thread.transaction_depth:
             self._thread.undo_log.append(undo)
+
+
+    # -- variables other threads reuse before their creating call ends ----------
+    @contextlib.contextmanager
+    def _creating_variable(self, name):
+        """Creates variable ``name`` all-or-nothing, inside any enclosing call's transaction.
+
+        If the enclosing call fails later, its rollback removes the variable and
+        its collection entries, unless another thread has reused the variable
+        meanwhile (AUTO_REUSE): removing it then would leave that thread holding
+        a variable that no collection or checkpoint knows, so it stays, as
+        everything does in TF, which never rolls back.
+        """
+        state = self._thread
+        with self._atomic():
+            start = len(state.undo_log)
+            yield
+            if state.transaction_depth > 1:
+                entries = state.undo_log[start:]
+                del state.undo_log[start:]
+                self._uncommitted[name] = threading.get_ident()
+                state.undo_log.append(lambda: self._undo_unless_reused(name, entries))
+
+    def _undo_unless_reused(self, name, entries):
+        if self._uncommitted.pop(name, None) is None:
+            return  # another thread reused it: it stays
+        for undo in reversed(entries):
+            undo()
+
+    def _note_reuse(self, name):
+        """Marks ``name`` as relied on: another thread's rollback must keep it now."""
+        owner = self._uncommitted.get(name)
+        if owner is not None and owner != threading.get_ident():
+            del self._uncommitted[name]
+
+    def _forget_uncommitted(self):
+        if not self._uncommitted:  # the common case: nothing to take the lock for
+            return
+        me = threading.get_ident()
+        with self._lock:
+            for name in [name for name, owner in self._uncommitted.items() if owner == me]:
+                del self._uncommitted[name]
 
 
 def _remove_identity(items, value):

@@ -337,7 +337,9 @@ def _true_getter(name, shape=None, dtype=None, initializer=None, regularizer=Non
     with graph._lock:
         found = graph._lookup_variable(name)
         if found is not None:
-            return _check_reuse(found, name, shape, dtype, reuse)
+            found = _check_reuse(found, name, shape, dtype, reuse)
+            graph._note_reuse(name)
+            return found
         if reuse is True:
             raise ValueError(f"Variable {name} does not exist, or was not created with "
                              "get_variable(). Did you mean to set reuse=AUTO_REUSE in VarScope?")
@@ -345,7 +347,7 @@ def _true_getter(name, shape=None, dtype=None, initializer=None, regularizer=Non
         # Integer variables may be "trainable" in TF's collections, but torch cannot differentiate them.
         differentiable = value.dtype.is_floating_point or value.dtype.is_complex
         variable = Variable(value, requires_grad=trainable and differentiable, name=name + ":0")
-        with graph._atomic():
+        with graph._creating_variable(name):
             graph._store_variable(name, variable)
             keys = list(collections) if collections is not None else [GraphKeys.GLOBAL_VARIABLES]
             if trainable and GraphKeys.TRAINABLE_VARIABLES not in keys:
