@@ -333,6 +333,9 @@ def _images_per_chunk(x, kernel, geometry):
     """``(images per chunk, output pixels per image)``: a chunk's depthwise output is ~``CHUNK_BYTES``."""
     pixels = geometry.out_h * geometry.out_w
     image_bytes = max(pixels * kernel.shape[0] * x.element_size(), 1)
+    if geometry.explicit is not None:
+        # The padded copy of the input is an intermediate too.
+        image_bytes = max(image_bytes, x[0].numel() * x.element_size())
     if image_bytes * x.shape[0] <= CHUNK_THRESHOLD_BYTES:
         return max(x.shape[0], 1), pixels  # at least 1: an empty batch still steps through range()
     return max(1, min(x.shape[0], CHUNK_BYTES // image_bytes)), pixels
