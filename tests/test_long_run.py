@@ -39,7 +39,7 @@ def graph_state(graph):
     """
     return ({name: id(variable) for name, variable in graph._vars.items()},
             {key: [id(item) for item in items] for key, items in graph._collections.items()},
-            sorted(graph._thread.scope_counts), len(graph._thread.undo_log))
+            sorted(graph._thread.scope_counts), len(graph._thread.undo_log), dict(graph._uncommitted))
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_100k_template_calls_add_nothing_and_do_not_grow_memory(one_thread):
         model = sc.make_template("model", layer_model)
         first_output = model(x)
         after_first = graph_state(graph)
-        assert len(after_first[0]) == 3
+        assert len(after_first[0]) == 3 and after_first[-1] == {}
         assert len(graph.get_collection(sc.GraphKeys.REGULARIZATION_LOSSES)) == 3
         for _ in range(WARMUP_CALLS - 1):
             model(x)
