@@ -331,3 +331,36 @@ def test_rollback_keeps_a_variable_another_thread_already_reused():
     losses = graph.get_collection(sc.GraphKeys.REGULARIZATION_LOSSES)
     assert [loss.variable is got["w"] for loss in losses] == [True]
     assert sorted(graph._vars) == ["shared/w"] and not graph._uncommitted
+
+
+def test_concurrent_failures_never_orphan_a_variable_a_successful_call_uses():
+    """Stress: threads share AUTO_REUSE layers; a third of the calls fail after creating the conv weights."""
+    graph = sc.Graph()
+    rounds, layers = 20, 4
+    used = []  # (variable) for every variable a successful call got
+
+    def work(index, barrier):
+        def record(getter, name, *args, **kwargs):
+            variable = getter(name, *args, **kwargs)
+            if not failing:
+                used.append(variable)
+            return variable
+
+        failing = index % 3 == 0
+        kwargs = dict(normalizer_fn=sc.batch_norm, normalizer_params={"decay": 2.0}) if failing else {}
+        with graph.as_default(), sc.variable_scope(sc.get_variable_scope(), custom_getter=record):
+            barrier.wait()
+            for round_index in range(rounds):
+                scope = f"shared{(index + round_index) % layers}"
+                if failing:
+                    with pytest.raises(ValueError, match=r"Invalid decay 2\.0"):
+                        sc.separable_conv2d(small_input(), 2, 3, 1, scope=scope, reuse=sc.AUTO_REUSE, **kwargs)
+                else:
+                    sc.separable_conv2d(small_input(), 2, 3, 1, scope=scope, reuse=sc.AUTO_REUSE)
+
+    run_in_threads(work)
+    stored = graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
+    assert len({id(v) for v in stored}) == len(stored) == len(graph._vars) == 3 * layers
+    assert all(any(v is s for s in stored) for v in used)
+    assert all(graph._vars[v.op_name] is v for v in used)
+    assert not graph._uncommitted
