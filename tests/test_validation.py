@@ -483,6 +483,18 @@ def test_failed_batch_norm_call_rolls_back_its_moving_statistics_update(populate
     assert snapshot(populated_graph) == before
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reuse_with_inputs_on_another_cuda_or_cpu_device_is_refused():
+    graph = sc.Graph()
+    with graph.as_default():
+        sc.separable_conv2d(x().cuda(), 4, 3, 1, scope="gpu")
+        before = snapshot(graph)
+        with pytest.raises(ValueError, match=m("Variable gpu/depthwise_weights:0 is on device cuda:0",
+                                                "inputs are on device cpu")):
+            sc.separable_conv2d(x(), 4, 3, 1, scope="gpu", reuse=True)
+        assert snapshot(graph) == before
+
+
 # -- a zero-size batch, as TF --------------------------------------------------------------
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 def test_zero_size_batch_gives_an_empty_output_of_tf_shape(data_format):
