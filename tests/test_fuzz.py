@@ -1,10 +1,14 @@
-"""Fuzzing the layers with hypothesis: right numbers or a clean ValueError/TypeError.
+"""Fuzzing with hypothesis: right numbers or a clean ValueError/TypeError.
 
-Each example draws argument values and input shapes, some of them invalid,
-and predicts from TF's rules alone whether the call is valid. A valid call
-must succeed and match the float64 reference in ``tests/reference.py`` (and
-the TF output shape, dtype, variables, collections and regularization losses);
-an invalid call must raise ``ValueError`` or ``TypeError`` (any other
+Four targets: ``separable_conv2d`` (with and without ``batch_norm``), reuse
+of a layer's variables with another configuration, ``batch_norm`` alone and
+``get_variable``. Each example draws argument values and input shapes, some
+of them invalid, and predicts from TF's rules alone whether the call is
+valid. A valid call must succeed and match the float64 reference in
+``tests/reference.py`` (and the TF output shape, dtype, variables,
+collections, regularization losses and moving statistics); one input in five
+carries a NaN or an Inf, which must propagate exactly as in the reference.
+An invalid call must raise ``ValueError`` or ``TypeError`` (any other
 exception fails the test) and leave the graph's variables, collections and
 scope counters exactly as they were, so the next default-named layer still
 gets the unsuffixed name.
@@ -15,7 +19,6 @@ example counts are the ``max_examples`` below (also printed with ``-s``).
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
