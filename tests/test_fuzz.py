@@ -6,7 +6,7 @@ of a layer's variables with another configuration, ``batch_norm`` alone and
 of them invalid, and predicts from TF's rules alone whether the call is
 valid. A valid call must succeed and match the float64 reference in
 ``tests/reference.py`` (and the TF output shape, dtype, variables,
-collections, regularization losses and moving statistics); one input in five
+collections, regularization losses and moving statistics); one layer input in five
 carries a NaN or an Inf, which must propagate exactly as in the reference.
 An invalid call must raise ``ValueError`` or ``TypeError`` (any other
 exception fails the test) and leave the graph's variables, collections and
