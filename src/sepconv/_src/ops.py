@@ -335,7 +335,7 @@ def _images_per_chunk(x, kernel, geometry):
     image_bytes = max(pixels * kernel.shape[0] * x.element_size(), 1)
     if geometry.explicit is not None:
         # The padded copy of the input is an intermediate too.
-        image_bytes = max(image_bytes, x[0].numel() * x.element_size())
+        image_bytes = max(image_bytes, x[:1].numel() * x.element_size())  # [:1]: the batch may be empty
     if image_bytes * x.shape[0] <= CHUNK_THRESHOLD_BYTES:
         return max(x.shape[0], 1), pixels  # at least 1: an empty batch still steps through range()
     return max(1, min(x.shape[0], CHUNK_BYTES // image_bytes)), pixels
