@@ -21,6 +21,8 @@ REMOTE_ENGINES = ("tensorflow", "jax")
 ALL_ENGINES = tuple(e.name for e in TORCH_ENGINES) + ("onnxruntime",) + REMOTE_ENGINES
 # An engine's output may differ from sepconv's by float32 summation order only.
 OUTPUT_TOLERANCE = 1e-3
+# Seconds of timed calls per engine, layer and mode, beyond which it gets fewer samples.
+ENGINE_BUDGET_SECONDS = 4.0
 
 
 def parse_args(argv):
@@ -118,15 +120,21 @@ def build_engines(args, wanted, threads, scratch, log):
 
 def time_interleaved(engines, rounds, min_samples, chunk_seconds):
     """Median seconds per engine; engines alternate chunk by chunk, order rotating per round."""
-    counts = {}
+    counts, rounds_of = {}, {}
     for engine in engines:
         once = median(engine.time(2))
+        # A very slow engine gets fewer samples (at least 3) within its budget.
+        affordable = max(3, int(ENGINE_BUDGET_SECONDS / max(once, 1e-6)))
+        wanted = min(min_samples, affordable)
+        rounds_of[engine.name] = min(rounds, wanted)
         counts[engine.name] = max(1, min(50, int(chunk_seconds / max(once, 1e-6))),
-                                  -(-min_samples // rounds))
+                                  -(-wanted // rounds_of[engine.name]))
     samples = {engine.name: [] for engine in engines}
     for r in range(rounds):
         for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
-            time.sleep(0.01)  # let the previous engine's spinning worker threads park
+            if r >= rounds_of[engine.name]:
+                continue
+            time.sleep(0.05)  # let the previous engine's spinning worker threads park
             samples[engine.name] += engine.time(counts[engine.name])
     return {name: median(values) for name, values in samples.items()}, samples
 

@@ -338,7 +338,11 @@ def _images_per_chunk(x, kernel, geometry):
         image_bytes = max(image_bytes, x[:1].numel() * x.element_size())  # [:1]: the batch may be empty
     if image_bytes * x.shape[0] <= CHUNK_THRESHOLD_BYTES:
         return max(x.shape[0], 1), pixels  # at least 1: an empty batch still steps through range()
-    return max(1, min(x.shape[0], CHUNK_BYTES // image_bytes)), pixels
+    # Each thread works on its share of a chunk: the working set per thread
+    # stays the same, and there are fewer parallel regions (each one is a
+    # barrier, costly when a thread is descheduled on a busy machine).
+    chunk_bytes = CHUNK_BYTES * max(torch.get_num_threads(), 1)
+    return max(1, min(x.shape[0], chunk_bytes // image_bytes)), pixels
 
 
 def _forward_rows(x, kernel, weights, biases, geometry, activation):
