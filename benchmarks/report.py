@@ -109,6 +109,10 @@ def chart(path, results, engines):
 
 
 def write_all(out_dir, document, engines):
+    from .markdown import render
+
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "bench.json"), document)
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write(render(document))
     chart(os.path.join(out_dir, "bench.png"), document["results"], engines)

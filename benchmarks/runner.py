@@ -198,6 +198,7 @@ def run(argv):
                 flops, nbytes = suite.work(layer, mode)
                 row = {"mode": mode.name, "layer": layer.name, "batch": mode.batch,
                        "ms": {n: 1e3 * t for n, t in medians.items()},
+                       "min_ms": {n: 1e3 * min(v) for n, v in samples.items()},
                        "samples": {n: len(v) for n, v in samples.items()},
                        "floor_ms": 1e3 * roofline.floor_seconds(flops, nbytes, peak, bandwidth),
                        "flops": flops, "bytes": nbytes}
@@ -225,6 +226,7 @@ def run(argv):
     print(report.table(results, names, summary))
     info["load_average_at_end"] = os.getloadavg()
     document = {"command": "python -m sepconv bench " + " ".join(argv), "machine": info,
+                "engines": names,
                 "threads": threads, "versions": versions, "skipped": skipped,
                 "gemm_peak_gflops": peak / 1e9, "copy_bandwidth_gbs": bandwidth / 1e9,
                 "rounds": rounds, "results": results, "summary": summary}
