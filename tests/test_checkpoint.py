@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 
+import google_crc32c
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,11 +17,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sepconv._src import checkpoint as ck
+from sepconv._src.checkpoint.crc import _mask, _unmask_crc32c
+from sepconv._src.checkpoint.dtypes import _NP_TO_TF
+from sepconv._src.checkpoint.proto import _encode_entry, _encode_header
+from sepconv._src.checkpoint.table import (FOOTER_SIZE, TABLE_BLOCK_SIZE, _block_entries, _build_table,
+                                           _decode_handle)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 TF_DIR = FIXTURES / "ckpt_tf"
 TF_PREFIX = str(TF_DIR / "model.ckpt")
-CHECKPOINT_PY = pathlib.Path(ck.__file__)
+CHECKPOINT_PACKAGE = pathlib.Path(ck.__file__).parent
 
 
 def expected_tensors():
@@ -51,10 +57,10 @@ def sample_tensors(version=0):
 def data_blocks(index_path):
     """Number of data blocks of an index table, from its index block."""
     table = pathlib.Path(index_path).read_bytes()
-    footer = table[-ck.FOOTER_SIZE:]
-    _, _, pos = ck._decode_handle(footer)
-    offset, size, _ = ck._decode_handle(footer, pos)
-    return sum(1 for _ in ck._block_entries(table[offset:offset + size], "index"))
+    footer = table[-FOOTER_SIZE:]
+    _, _, pos = _decode_handle(footer)
+    offset, size, _ = _decode_handle(footer, pos)
+    return sum(1 for _ in _block_entries(table[offset:offset + size], "index"))
 
 
 # ---------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def tensor_dicts(draw):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tensors=tensor_dicts(), block_size=st.sampled_from([64, 256, ck.TABLE_BLOCK_SIZE]),
+@given(tensors=tensor_dicts(), block_size=st.sampled_from([64, 256, TABLE_BLOCK_SIZE]),
        big_endian=st.booleans())
 def test_write_read_round_trip(tmp_path_factory, tensors, block_size, big_endian):
     prefix = str(tmp_path_factory.mktemp("rt") / "ckpt")
@@ -306,10 +312,10 @@ def test_every_bit_flip_in_index_is_caught_or_harmless(saved):
             except ck.CheckpointError as e:
                 assert "model.index" in str(e) or "model.data" in str(e)
                 continue
-            footer = original[-ck.FOOTER_SIZE:]
-            _, _, pos = ck._decode_handle(footer)
-            _, _, handles_end = ck._decode_handle(footer, pos)
-            assert len(original) - ck.FOOTER_SIZE + handles_end <= position < len(original) - 8, \
+            footer = original[-FOOTER_SIZE:]
+            _, _, pos = _decode_handle(footer)
+            _, _, handles_end = _decode_handle(footer, pos)
+            assert len(original) - FOOTER_SIZE + handles_end <= position < len(original) - 8, \
                 (position, bit)
             assert got.keys() == expected.keys() and all(same(got[k], expected[k]) for k in got)
             harmless += 1
@@ -338,12 +344,12 @@ def test_reads_big_endian_bundles(tmp_path):
     items, offset, raw = [], 0, b""
     for name in sorted(values):
         data = values[name].tobytes()
-        items.append((name.encode(), ck._encode_entry(ck._NP_TO_TF[values[name].dtype.newbyteorder("=")],
-                                                      values[name].shape, offset, len(data),
-                                                      ck.masked_crc32c(data))))
+        items.append((name.encode(), _encode_entry(_NP_TO_TF[values[name].dtype.newbyteorder("=")],
+                                                   values[name].shape, offset, len(data),
+                                                   ck.masked_crc32c(data))))
         offset, raw = offset + len(data), raw + data
-    header = bytes([0x08, 1, 0x10, 1]) + ck._encode_header()[2:]  # num_shards 1, endianness BIG
-    pathlib.Path(prefix + ".index").write_bytes(ck._build_table([(b"", header)] + items))
+    header = bytes([0x08, 1, 0x10, 1]) + _encode_header()[2:]  # num_shards 1, endianness BIG
+    pathlib.Path(prefix + ".index").write_bytes(_build_table([(b"", header)] + items))
     pathlib.Path(prefix + ".data-00000-of-00001").write_bytes(raw)
     got = read_all(prefix)
     for name, value in values.items():
@@ -354,7 +360,7 @@ def test_reads_big_endian_bundles(tmp_path):
 def test_rejects_newer_bundle_versions(tmp_path):
     prefix = str(tmp_path / "v")
     header = bytes([0x08, 1, 0x1A, 0x04, 0x08, 0x05, 0x10, 0x02])  # producer 5, min_consumer 2
-    pathlib.Path(prefix + ".index").write_bytes(ck._build_table([(b"", header)]))
+    pathlib.Path(prefix + ".index").write_bytes(_build_table([(b"", header)]))
     pathlib.Path(prefix + ".data-00000-of-00001").write_bytes(b"")
     with pytest.raises(ck.CheckpointError, match=r"'.*v\.index'.*min_consumer 2\) is not readable"):
         ck.BundleReader(prefix)
@@ -365,14 +371,14 @@ def test_compressed_blocks_are_rejected(tmp_path):
     prefix = str(tmp_path / "snappy")
     ck.write_bundle(prefix, {"a": np.zeros(1)})
     table = bytearray(pathlib.Path(prefix + ".index").read_bytes())
-    footer = table[-ck.FOOTER_SIZE:]
-    _, _, pos = ck._decode_handle(footer)
-    offset, size, _ = ck._decode_handle(footer, pos)
+    footer = table[-FOOTER_SIZE:]
+    _, _, pos = _decode_handle(footer)
+    offset, size, _ = _decode_handle(footer, pos)
     block = bytes(table[offset:offset + size])
-    first_offset, first_size, _ = ck._decode_handle(next(iter(ck._block_entries(block, "i")))[1])
+    first_offset, first_size, _ = _decode_handle(next(iter(_block_entries(block, "i")))[1])
     table[first_offset + first_size] = 1
-    crc = ck.google_crc32c.extend(ck.google_crc32c.value(bytes(table[first_offset:first_offset + first_size])), b"\x01")
-    table[first_offset + first_size + 1:first_offset + first_size + 5] = struct.pack("<I", ck._mask(crc))
+    crc = google_crc32c.extend(google_crc32c.value(bytes(table[first_offset:first_offset + first_size])), b"\x01")
+    table[first_offset + first_size + 1:first_offset + first_size + 5] = struct.pack("<I", _mask(crc))
     pathlib.Path(prefix + ".index").write_bytes(bytes(table))
     with pytest.raises(ck.CheckpointError, match="compression type 1; only uncompressed"):
         ck.BundleReader(prefix)
@@ -380,9 +386,9 @@ def test_compressed_blocks_are_rejected(tmp_path):
 
 def test_crc_masking_matches_tf():
     # crc32c("a") = 0xc1d04330; TF's Mask() of it, and of crc32c("") = 0.
-    assert ck.google_crc32c.value(b"a") == 0xC1D04330
-    assert ck._mask(0) == 0xA282EAD8
-    assert ck._unmask_crc32c(ck.masked_crc32c(b"abc")) == ck.google_crc32c.value(b"abc")
+    assert google_crc32c.value(b"a") == 0xC1D04330
+    assert _mask(0) == 0xA282EAD8
+    assert _unmask_crc32c(ck.masked_crc32c(b"abc")) == google_crc32c.value(b"abc")
 
 
 # ---------------------------------------------------------------------------
@@ -403,7 +409,7 @@ def test_exception_mid_data_write_keeps_previous(saved, monkeypatch):
             raise OSError("disk full (injected)")
         f.write(chunk)
 
-    monkeypatch.setattr(ck, "_write_chunk", failing)
+    monkeypatch.setattr("sepconv._src.checkpoint.bundle._write_chunk", failing)
     with pytest.raises(OSError, match="injected"):
         ck.write_bundle(saved, sample_tensors(1))
     assert _files(os.path.dirname(saved)) == before  # temporary files removed
@@ -438,11 +444,12 @@ def test_successful_overwrite_leaves_no_temporaries(saved):
 _KILL_CHILD = textwrap.dedent("""
     import importlib.util, os, sys, time
     import numpy as np
-    spec = importlib.util.spec_from_file_location("ck", sys.argv[1])
-    ck = importlib.util.module_from_spec(spec); spec.loader.exec_module(ck)
+    spec = importlib.util.spec_from_file_location("ck", os.path.join(sys.argv[1], "__init__.py"),
+                                                  submodule_search_locations=[sys.argv[1]])
+    ck = importlib.util.module_from_spec(spec); sys.modules["ck"] = ck; spec.loader.exec_module(ck)
     prefix, kill_at, stage = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    ck._IO_CHUNK = 1 << 16
-    real_write, real_replace = ck._write_chunk, os.replace
+    ck.bundle._IO_CHUNK = 1 << 16
+    real_write, real_replace = ck.bundle._write_chunk, os.replace
 
     def announce_and_stall(message):
         print(message, flush=True)
@@ -465,7 +472,7 @@ _KILL_CHILD = textwrap.dedent("""
                    "w": np.full((3, 3), -i, np.float64)}
         if i == kill_at:
             if stage == "data":
-                ck._write_chunk = slow_write
+                ck.bundle._write_chunk = slow_write
             else:
                 os.replace = replace
         ck.write_bundle(prefix, tensors)
@@ -474,7 +481,7 @@ _KILL_CHILD = textwrap.dedent("""
 
 
 def _run_and_kill(prefix, kill_at, stage):
-    child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(CHECKPOINT_PY), prefix,
+    child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(CHECKPOINT_PACKAGE), prefix,
                               str(kill_at), stage], stdout=subprocess.PIPE, text=True)
     lines = []
     watchdog = threading.Timer(120, child.kill)  # never hang the suite

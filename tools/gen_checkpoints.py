@@ -5,7 +5,7 @@ Run with the TensorFlow venv (the only place TF is used in this project):
     /work/venvs/tf/bin/python tools/gen_checkpoints.py            # check + (re)write fixtures
     /work/venvs/tf/bin/python tools/gen_checkpoints.py --check    # check only, write nothing
 
-sepconv's side (``src/sepconv/_src/checkpoint.py``, pure numpy) runs in a
+sepconv's side (``src/sepconv/_src/checkpoint/``, pure numpy) runs in a
 subprocess of the project venv (``SEPCONV_PYTHON``, default
 ``/work/main/.venv/bin/python``); arrays travel between the two through .npz
 files in a temporary directory.
@@ -48,7 +48,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
 SEPCONV_PYTHON = os.environ.get("SEPCONV_PYTHON", os.path.join(REPO, ".venv", "bin", "python"))
-CHECKPOINT_PY = os.path.join(REPO, "src", "sepconv", "_src", "checkpoint.py")
+CHECKPOINT_PACKAGE = os.path.join(REPO, "src", "sepconv", "_src", "checkpoint")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tf_keras.src.legacy_tf_layers as _legacy  # noqa: E402  (tf-slim shim, kept for parity)
@@ -68,14 +68,15 @@ def check(ok, message):
 
 
 # ---------------------------------------------------------------------------
-# sepconv side, run in the project venv (checkpoint.py loaded by path: no torch needed)
+# sepconv side, run in the project venv (the checkpoint package loaded by path: no torch needed)
 # ---------------------------------------------------------------------------
 
 _SEPCONV_HELPER = r"""
-import importlib.util, json, sys
+import importlib.util, json, os, sys
 import numpy as np
-spec = importlib.util.spec_from_file_location("sc_checkpoint", sys.argv[1])
-ck = importlib.util.module_from_spec(spec); spec.loader.exec_module(ck)
+spec = importlib.util.spec_from_file_location("sc_checkpoint", os.path.join(sys.argv[1], "__init__.py"),
+                                              submodule_search_locations=[sys.argv[1]])
+ck = importlib.util.module_from_spec(spec); sys.modules["sc_checkpoint"] = ck; spec.loader.exec_module(ck)
 cmd = sys.argv[2]
 if cmd == "write":  # write <npz> <prefix> [block_size]
     with np.load(sys.argv[3]) as z:
@@ -106,7 +107,7 @@ elif cmd == "read":  # read <prefix> <npz out> <json out>
 
 
 def sepconv(*args):
-    return subprocess.run([SEPCONV_PYTHON, "-c", _SEPCONV_HELPER, CHECKPOINT_PY]
+    return subprocess.run([SEPCONV_PYTHON, "-c", _SEPCONV_HELPER, CHECKPOINT_PACKAGE]
                           + [str(a) for a in args], check=True, stdout=subprocess.PIPE,
                           text=True).stdout
 
