@@ -1,0 +1,133 @@
+"""``BatchNorm``: contrib's ``batch_norm`` as a module."""
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
+
+from .. import ops, utils
+from ..initializers import ones_initializer, zeros_initializer
+from .layer_utils import (_callable_name, _channel_axis, _check_input_channels, _fill_, _new_buffer,
+                          _new_param)
+from .tf_checkpoint import _load_tf_checkpoint
+
+_BATCH_NORM_PARAMS = ("beta", "gamma", "moving_mean", "moving_variance")
+
+
+class BatchNorm(LazyModuleMixin, nn.Module):
+    """contrib's ``batch_norm`` as a module: TF's decay, epsilon, center and scale.
+
+    ``gamma`` (if ``scale``) and ``beta`` (if ``center``) are parameters;
+    ``moving_mean`` and ``moving_variance`` are buffers. In training mode the
+    batch statistics normalise and the moving statistics are updated in place
+    (``moving = moving * decay + batch * (1 - decay)``); in eval mode the
+    moving statistics normalise. The math is :func:`sepconv._src.ops.batch_norm`,
+    the same as :func:`sepconv.batch_norm`'s.
+
+    Args:
+        num_features: channels, or None to infer them from the first input.
+        decay: moving-average decay in ``[0, 1]`` (PyTorch's momentum is ``1 - decay``).
+        center, scale: create and apply ``beta`` / ``gamma``.
+        epsilon: added to the variance; > 0.
+        activation_fn: applied after normalisation, or None.
+        data_format: ``'NHWC'`` or ``'NCHW'``: where the channel axis is.
+        param_initializers: dict of initializers keyed by ``beta``, ``gamma``,
+            ``moving_mean``, ``moving_variance``.
+        trainable: whether ``beta`` and ``gamma`` require gradients.
+        device, dtype: factory keyword arguments of the tensors.
+
+    Raises:
+        ValueError: on an invalid ``decay``, ``epsilon``, ``data_format`` or
+            ``param_initializers`` key.
+        TypeError: on arguments of the wrong type.
+
+    Shape:
+        Input and output: ``(N, H, W, C)`` (NHWC) or ``(N, C, H, W)`` (NCHW).
+
+    Example:
+        >>> import sepconv as sc, torch
+        >>> bn = sc.nn.BatchNorm(scale=True)
+        >>> y = bn(torch.randn(8, 4, 4, 3))
+        >>> sorted(bn.state_dict())
+        ['beta', 'gamma', 'moving_mean', 'moving_variance']
+        >>> bn.moving_mean.shape
+        torch.Size([3])
+    """
+
+    tf_scope = "BatchNorm"  # the scope sc.batch_norm opens: checkpoint names are 'BatchNorm/beta'
+
+    def __init__(self, num_features=None, decay=0.999, center=True, scale=False, epsilon=0.001,
+                 activation_fn=None, data_format="NHWC", param_initializers=None,
+                 trainable=True, *, device=None, dtype=None):
+        super().__init__()
+        self.decay = utils.check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
+        self.epsilon = utils.check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
+        self.center = utils.check_bool(center, "center")
+        self.scale = utils.check_bool(scale, "scale")
+        self.activation_fn = utils.check_callable(activation_fn, "activation_fn")
+        self.data_format = utils.data_format(data_format)
+        self.param_initializers = dict(utils.check_params(param_initializers, "param_initializers",
+                                                     _BATCH_NORM_PARAMS))
+        trainable = utils.check_bool(trainable, "trainable")
+        lazy = num_features is None
+        shape = None if lazy else (utils.positive_int(num_features, "num_features"),)
+        factory = {"device": device, "dtype": utils.as_dtype(dtype)}
+        # TF's layer creates gamma before beta; keep that order in parameters().
+        self.gamma = _new_param(shape, lazy, trainable, factory) if scale else None
+        self.beta = _new_param(shape, lazy, trainable, factory) if center else None
+        self.register_buffer("moving_mean", _new_buffer(shape, lazy, factory))
+        self.register_buffer("moving_variance", _new_buffer(shape, lazy, factory))
+        self.reset_parameters()
+
+    @property
+    def num_features(self):
+        """Channels, or None before a lazy module has seen its first input."""
+        return None if is_lazy(self.moving_mean) else self.moving_mean.shape[0]
+
+    def _initializer(self, name, default):
+        return self.param_initializers.get(name, default)
+
+    def reset_parameters(self):
+        """Re-initialises gamma/beta and resets the moving statistics (zeros and ones)."""
+        _fill_(self.gamma, self._initializer("gamma", ones_initializer()))
+        _fill_(self.beta, self._initializer("beta", zeros_initializer()))
+        _fill_(self.moving_mean, self._initializer("moving_mean", zeros_initializer()))
+        _fill_(self.moving_variance, self._initializer("moving_variance", ones_initializer()))
+
+    def initialize_parameters(self, inputs):
+        """Materialises lazy tensors with the channels of ``inputs`` (called by the first forward)."""
+        if not self.has_uninitialized_params():
+            return
+        x = utils.to_tensor(inputs)
+        channels = x.shape[_channel_axis(self.data_format)]
+        with torch.no_grad():
+            for tensor in (self.gamma, self.beta, self.moving_mean, self.moving_variance):
+                if tensor is not None:
+                    tensor.materialize((channels,))
+            self.reset_parameters()
+
+    def forward(self, inputs):
+        """Normalises ``inputs`` with batch (training) or moving (eval) statistics."""
+        x = utils.to_tensor(inputs)
+        _check_input_channels(x, self.num_features, self.data_format)
+        outputs = ops.batch_norm(x, self.beta, self.gamma, self.moving_mean, self.moving_variance,
+                                 decay=self.decay, epsilon=self.epsilon, is_training=self.training,
+                                 channel_axis=_channel_axis(self.data_format))
+        return outputs if self.activation_fn is None else self.activation_fn(outputs)
+
+    def tf_variable_names(self):
+        """Maps each ``state_dict`` key to its TF name relative to the layer scope."""
+        return {key: f"{self.tf_scope}/{key}" for key in self.state_dict(keep_vars=True)}
+
+    def load_tf_checkpoint(self, path, scope="BatchNorm", strict=True):
+        """Loads ``<scope>/beta`` etc. from a TF checkpoint; see :meth:`SeparableConv2d.load_tf_checkpoint`."""
+        names = {key: f"{scope}/{key}" for key in self.state_dict(keep_vars=True)}
+        return _load_tf_checkpoint(self, path, names, scope, strict)
+
+    def extra_repr(self):
+        """The options shown by ``repr``: features, decay, epsilon, center, scale, format."""
+        parts = [f"{self.num_features}" if self.num_features is not None else "num_features=None",
+                 f"decay={self.decay}", f"epsilon={self.epsilon}", f"center={self.center}",
+                 f"scale={self.scale}", f"data_format={self.data_format!r}"]
+        if self.activation_fn is not None:
+            parts.append(f"activation_fn={_callable_name(self.activation_fn)}")
+        return ", ".join(parts)

@@ -1,0 +1,260 @@
+"""``SeparableConv2d``: the separable convolution layer as a module."""
+import functools
+
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
+
+from .. import ops, utils
+from ..initializers import xavier_initializer, zeros_initializer
+from .batch_norm import BatchNorm
+from .layer_utils import _callable_name, _channel_axis, _check_input_channels, _fill_, _new_param
+from .tf_checkpoint import _load_tf_checkpoint
+
+
+class SeparableConv2d(LazyModuleMixin, nn.Module):
+    """``tf.contrib.layers.separable_conv2d`` as a module, with TF-layout parameters.
+
+    Parameters keep TF's names and layouts: ``depthwise_weights``
+    ``[kh, kw, in_channels, depth_multiplier]``, ``pointwise_weights``
+    ``[1, 1, in_channels * depth_multiplier, num_outputs]`` (None when
+    ``num_outputs`` is None) and ``biases`` (None with a normalizer or when
+    ``biases_initializer`` is None), so a TF checkpoint loads as is. The
+    forward pass is :func:`sepconv._src.ops.separable_conv2d`, then the
+    normalizer, then ``activation_fn``, exactly as :func:`sepconv.separable_conv2d`.
+
+    ``in_channels=None`` (the default) makes the module lazy, as
+    ``torch.nn.LazyConv2d``: the weights are created on the first forward
+    pass (or by ``load_state_dict`` / :meth:`load_tf_checkpoint`).
+
+    Args:
+        num_outputs: pointwise filters, or None to skip the pointwise stage.
+        kernel_size: int or ``(kh, kw)``.
+        depth_multiplier: depthwise output channels per input channel.
+        stride: int or pair; applies to the depthwise stage.
+        padding: ``'SAME'`` or ``'VALID'``, any case.
+        data_format: ``'NHWC'`` or ``'NCHW'``.
+        rate: int or pair of dilation rates; if any is above 1 both strides must be 1.
+        activation_fn: callable or None for linear (default ``torch.relu``, as TF).
+        normalizer: a module or callable applied instead of the biases, e.g.
+            :class:`BatchNorm` (TF's ``normalizer_fn=batch_norm,
+            normalizer_params=p`` is ``normalizer=sc.nn.BatchNorm(**p)``).
+        weights_initializer: initializer of both weights (default Xavier uniform).
+        weights_regularizer, biases_regularizer: ``fn(tensor) -> loss or None``,
+            summed by :meth:`regularization_loss`.
+        biases_initializer: initializer of ``biases``; None skips biases.
+        trainable: whether the weights require gradients.
+        in_channels: input channels, or None to infer them from the first input.
+        device, dtype: factory keyword arguments of the parameters.
+
+    Raises:
+        ValueError: on an invalid ``padding``, ``data_format``, size, a rate and
+            a stride both above 1, or a normalizer whose data_format differs.
+        TypeError: on arguments of the wrong type.
+
+    Shape:
+        - Input: ``(N, H, W, C)`` (NHWC) or ``(N, C, H, W)`` (NCHW).
+        - Output: channels ``num_outputs`` or ``C * depth_multiplier``; SAME:
+          ``H_out = ceil(H / stride)``; VALID:
+          ``H_out = floor((H - (kh - 1) * rate - 1) / stride) + 1``.
+
+    Example:
+        >>> import sepconv as sc, torch
+        >>> conv = sc.nn.SeparableConv2d(8, 3, depth_multiplier=2, stride=2)
+        >>> y = conv(torch.ones(1, 16, 16, 3))
+        >>> tuple(y.shape), conv.in_channels
+        ((1, 8, 8, 8), 3)
+        >>> {k: tuple(v.shape) for k, v in conv.state_dict().items()}
+        {'depthwise_weights': (3, 3, 3, 2), 'pointwise_weights': (1, 1, 6, 8), 'biases': (8,)}
+    """
+
+    tf_scope = "SeparableConv2d"  # the default scope of sc.separable_conv2d
+
+    def __init__(self, num_outputs, kernel_size, depth_multiplier, stride=1, padding="SAME",
+                 data_format="NHWC", rate=1, activation_fn=torch.relu, normalizer=None,
+                 weights_initializer=None, weights_regularizer=None,
+                 biases_initializer=zeros_initializer(), biases_regularizer=None,
+                 trainable=True, *, in_channels=None, device=None, dtype=None):
+        super().__init__()
+        self.num_outputs = None if num_outputs is None else utils.positive_int(num_outputs, "num_outputs")
+        self.kernel_size = utils.pair(kernel_size, "kernel_size")
+        self.depth_multiplier = utils.positive_int(depth_multiplier, "depth_multiplier")
+        self.stride = utils.pair(stride, "stride")
+        self.padding = utils.padding_mode(padding)
+        self.data_format = utils.data_format(data_format)
+        self.rate = utils.pair(rate, "rate")
+        # TF's rate/stride rule, checked now with the layer's own message (SAME never fails on size).
+        ops.conv_geometry(self.kernel_size, self.kernel_size, self.stride, self.rate, "SAME")
+        self.activation_fn = utils.check_callable(activation_fn, "activation_fn")
+        self.weights_initializer = utils.check_callable(
+            weights_initializer if weights_initializer is not None else xavier_initializer(),
+            "weights_initializer")
+        self.weights_regularizer = utils.check_callable(weights_regularizer, "weights_regularizer")
+        self.biases_initializer = utils.check_callable(biases_initializer, "biases_initializer")
+        self.biases_regularizer = utils.check_callable(biases_regularizer, "biases_regularizer")
+        self.trainable = utils.check_bool(trainable, "trainable")
+        self.normalizer = self._check_normalizer(normalizer)
+        self._make_parameters(in_channels, {"device": device, "dtype": utils.as_dtype(dtype)})
+        self.reset_parameters()
+
+    def _check_normalizer(self, normalizer):
+        utils.check_callable(normalizer, "normalizer")
+        normalizer_format = getattr(normalizer, "data_format", self.data_format)
+        if normalizer_format != self.data_format:
+            raise ValueError(f"Invalid normalizer {type(normalizer).__name__} with data_format="
+                             f"{normalizer_format!r}: it must match the layer's data_format "
+                             f"{self.data_format!r}.")
+        return normalizer
+
+    def _make_parameters(self, in_channels, factory):
+        lazy = in_channels is None
+        cin = None if lazy else utils.positive_int(in_channels, "in_channels")
+        kh, kw = self.kernel_size
+        mult = self.depth_multiplier
+        self.depthwise_weights = _new_param(None if lazy else (kh, kw, cin, mult), lazy,
+                                            self.trainable, factory)
+        self.pointwise_weights = None
+        if self.num_outputs is not None:
+            self.pointwise_weights = _new_param(None if lazy else (1, 1, cin * mult, self.num_outputs),
+                                                lazy, self.trainable, factory)
+        self.biases = None
+        if self.normalizer is None and self.biases_initializer is not None:
+            channels_out = self.num_outputs or (None if lazy else cin * mult)
+            self.biases = _new_param(None if lazy else (channels_out,), lazy, self.trainable, factory)
+
+    @property
+    def in_channels(self):
+        """Input channels, or None before a lazy module has seen its first input."""
+        return None if is_lazy(self.depthwise_weights) else self.depthwise_weights.shape[2]
+
+    @property
+    def out_channels(self):
+        """``num_outputs``, else ``in_channels * depth_multiplier`` (None while lazy)."""
+        if self.num_outputs is not None:
+            return self.num_outputs
+        return None if self.in_channels is None else self.in_channels * self.depth_multiplier
+
+    def reset_parameters(self):
+        """Draws the weights from ``weights_initializer`` (default Xavier) and the biases.
+
+        With the default, ``depthwise_weights`` are uniform within
+        ``sqrt(6 / (kh*kw*(in_channels + depth_multiplier)))``: the fans of
+        :func:`sepconv.xavier_initializer`. The normalizer is reset too when
+        it has a ``reset_parameters``.
+        """
+        _fill_(self.depthwise_weights, self.weights_initializer)
+        _fill_(self.pointwise_weights, self.weights_initializer)
+        _fill_(self.biases, self.biases_initializer)
+        if isinstance(self.normalizer, nn.Module) and hasattr(self.normalizer, "reset_parameters"):
+            self.normalizer.reset_parameters()
+
+    def initialize_parameters(self, inputs):
+        """Materialises lazy weights with the channels of ``inputs`` (called by the first forward).
+
+        Each lazy tensor is materialised on its own, so weights already taken
+        from a checkpoint (``load_tf_checkpoint(..., strict=False)``) are kept.
+        """
+        if not self.has_uninitialized_params():
+            return
+        x = utils.to_tensor(inputs)
+        cin = self.in_channels or x.shape[_channel_axis(self.data_format)]
+        if cin == 0:
+            raise ValueError(f"Invalid inputs shape {list(x.shape)}: the channel dimension must not be 0.")
+        kh, kw = self.kernel_size
+        mult = self.depth_multiplier
+        shapes = ((self.depthwise_weights, (kh, kw, cin, mult), self.weights_initializer),
+                  (self.pointwise_weights, (1, 1, cin * mult, self.num_outputs), self.weights_initializer),
+                  (self.biases, (self.num_outputs or cin * mult,), self.biases_initializer))
+        with torch.no_grad():
+            for tensor, shape, initializer in shapes:
+                if tensor is not None and is_lazy(tensor):
+                    tensor.materialize(shape)
+                    _fill_(tensor, initializer)
+
+    def forward(self, inputs):
+        """Applies the separable convolution, the normalizer and the activation."""
+        x = utils.to_tensor(inputs)
+        _check_input_channels(x, self.in_channels, self.data_format)
+        outputs = ops.separable_conv2d(x, self.depthwise_weights, self.pointwise_weights,
+                                       self.biases, stride=self.stride, rate=self.rate,
+                                       padding=self.padding, data_format=self.data_format)
+        if self.normalizer is not None:
+            outputs = self.normalizer(outputs)
+        if self.activation_fn is not None:
+            outputs = self.activation_fn(outputs)
+        return outputs
+
+    def regularization_loss(self):
+        """The sum of the weight and bias regularizers' losses (a 0 tensor if none apply)."""
+        losses = []
+        for tensor, regularizer in ((self.depthwise_weights, self.weights_regularizer),
+                                    (self.pointwise_weights, self.weights_regularizer),
+                                    (self.biases, self.biases_regularizer)):
+            if tensor is not None and regularizer is not None:
+                loss = regularizer(tensor)
+                if loss is not None:
+                    losses.append(loss)
+        if not losses:
+            return self.depthwise_weights.new_zeros(())
+        return functools.reduce(torch.add, losses)
+
+    def tf_variable_names(self):
+        """Maps each ``state_dict`` key to its TF name relative to the layer scope.
+
+        Example:
+            >>> import sepconv as sc
+            >>> conv = sc.nn.SeparableConv2d(4, 3, 1, normalizer=sc.nn.BatchNorm(), in_channels=2)
+            >>> conv.tf_variable_names()["normalizer.beta"]
+            'BatchNorm/beta'
+        """
+        names = {}
+        for key in self.state_dict(keep_vars=True):
+            head, _, rest = key.partition(".")
+            if head == "normalizer" and isinstance(self.normalizer, BatchNorm):
+                names[key] = f"{self.normalizer.tf_scope}/{rest}"
+            else:
+                names[key] = key
+        return names
+
+    def load_tf_checkpoint(self, path, scope="SeparableConv2d", strict=True):
+        """Loads this layer's variables from a TF V2 checkpoint.
+
+        The variable of ``state_dict`` key ``k`` is read from
+        ``<scope>/<tf name of k>`` (e.g. ``SeparableConv2d/depthwise_weights``,
+        ``SeparableConv2d/BatchNorm/moving_mean``). A lazy module takes its
+        shapes from the checkpoint. Values are cast to the module's dtype and
+        device.
+
+        Args:
+            path: a checkpoint prefix, or a directory with a ``checkpoint`` file.
+            scope: the layer's scope in the checkpoint.
+            strict: raise if a variable is missing from the checkpoint.
+
+        Returns:
+            A :class:`TFCheckpointLoadResult`.
+
+        Raises:
+            ValueError: a missing variable (when ``strict``) or a shape that
+                differs from the module's; ``CheckpointError`` (a ValueError)
+                for an unreadable checkpoint.
+        """
+        names = {key: f"{scope}/{name}" for key, name in self.tf_variable_names().items()}
+        return _load_tf_checkpoint(self, path, names, scope, strict)
+
+    def extra_repr(self):
+        """The options shown by ``repr``; strides, rates and flags only when not the default."""
+        parts = [f"in_channels={self.in_channels}", f"num_outputs={self.num_outputs}",
+                 f"kernel_size={self.kernel_size}", f"depth_multiplier={self.depth_multiplier}"]
+        if self.stride != (1, 1):
+            parts.append(f"stride={self.stride}")
+        if self.rate != (1, 1):
+            parts.append(f"rate={self.rate}")
+        parts += [f"padding={self.padding!r}", f"data_format={self.data_format!r}"]
+        parts.append("activation_fn=" + (_callable_name(self.activation_fn)
+                                         if self.activation_fn is not None else "None"))
+        if self.biases is None and self.normalizer is None:
+            parts.append("biases=None")
+        if not self.trainable:
+            parts.append("trainable=False")
+        return ", ".join(parts)
