@@ -29,9 +29,14 @@ class BundleReader:
     when read. Any problem raises :class:`CheckpointError` naming the file.
 
     Example:
-        >>> reader = BundleReader("/tmp/model.ckpt-10")     # doctest: +SKIP
-        >>> reader.get_variable_to_shape_map()              # doctest: +SKIP
-        {'conv/weights': [3, 3, 8, 16], ...}
+        >>> import os, tempfile, numpy as np
+        >>> prefix = os.path.join(tempfile.mkdtemp(), "model.ckpt-10")
+        >>> _ = write_bundle(prefix, {"conv/weights": np.ones((3, 3, 8, 16), np.float32)})
+        >>> reader = BundleReader(prefix)
+        >>> reader.get_variable_to_shape_map()
+        {'conv/weights': [3, 3, 8, 16]}
+        >>> float(reader.get_tensor("conv/weights").sum())
+        1152.0
     """
 
     def __init__(self, prefix):
