@@ -174,3 +174,19 @@ def test_batch_norm_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         sc.batch_norm(torch.ones(2, 3, 3, 2), **kwargs)
     assert sc.global_variables() == []
+
+
+def test_one_channel_strided_1x1_weight_gradient_is_right_every_time():
+    # oneDNN in torch 2.13 gives wrong, run-dependent weight gradients when a one-channel
+    # NHWC view reaches it (ambiguous strides); repeated runs catch a regression.
+    x = torch.randn(2, 8, 4, 1)
+    for _ in range(40):
+        out = sc.separable_conv2d(x, 3, 1, 3, stride=2, padding="VALID", activation_fn=None,
+                                  scope="one", reuse=sc.AUTO_REUSE)
+        cotangent = torch.ones_like(out)
+        depthwise, pointwise = sc.trainable_variables()[:2]
+        (grad,) = torch.autograd.grad(out, depthwise, cotangent)
+        sampled = x[:, ::2, ::2, 0].double()  # the pixels a strided 1x1 kernel reads
+        per_output = pointwise.detach().double()[0, 0].sum(dim=1)  # d(sum out)/d(depthwise out)
+        expected = sampled.sum() * per_output
+        torch.testing.assert_close(grad.double().flatten(), expected, rtol=1e-5, atol=1e-5)
