@@ -4,7 +4,7 @@ import torch
 from .timing import time_calls
 
 
-def gemm_peak_flops(size=1536, repeats=15):
+def gemm_peak_flops(size=1024, repeats=40):
     """FLOP/s of ``torch.mm`` on ``size x size`` float32 (oneDNN/MKL at full speed)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     out = torch.empty(size, size)
@@ -14,7 +14,7 @@ def gemm_peak_flops(size=1536, repeats=15):
     return 2 * size ** 3 / min(time_calls(step, repeats))
 
 
-def copy_bandwidth(megabytes=256, repeats=15):
+def copy_bandwidth(megabytes=128, repeats=40):
     """Bytes/s of a large preallocated copy, counting read plus write."""
     count = megabytes * 2 ** 20 // 4
     src, dst = torch.randn(count), torch.empty(count)
