@@ -480,6 +480,26 @@ def _plan(*args):
     return _plan_uncached(*args) if _compiling() else _plan_cached(*args)
 
 
+def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
+                activation, needs_grad):
+    """The layer's output as rows ``[N*H_out*W_out, channels_out]``, by the fastest path."""
+    kernel = _cached(("depthwise", lead_zeros), (depthwise_weights,),
+                     lambda w: _expanded_depthwise_kernel(w, lead_zeros))
+    if pointwise_weights is None:
+        rows = _rows(geometry.depthwise(x, kernel))
+        if biases is not None:
+            # The depthwise conv's backward does not need its output: in place is safe.
+            rows = rows.add_(biases)
+        return _apply_activation_(rows, activation)
+    weights = pointwise_matrix(pointwise_weights)
+    if _compiling():
+        # One traceable graph for torch.compile, which does its own fusion.
+        return _pointwise_(_rows(geometry.depthwise(x, kernel)), weights, biases, activation)
+    if needs_grad:
+        return _SeparableFunction.apply(x, kernel, weights, biases, geometry, activation)
+    return _forward_rows(x, kernel, weights, biases, geometry, activation)
+
+
 def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=None, *,
                      stride=(1, 1), rate=(1, 1), padding="SAME", data_format="NHWC",
                      activation=None):
@@ -524,34 +544,27 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         t is not None and t.requires_grad
         for t in (inputs, depthwise_weights, pointwise_weights, biases))
     (top, bottom), (left, right) = pads
-    explicit = None
-    if (top, left) != (bottom, right) and (
-            needs_pad or needs_grad or _compiling() or not _zero_tap_is_exact(inputs)):
-        # TF's asymmetric SAME, padded chunk by chunk inside the depthwise
-        # stage: exact for any input, and its backward is the plain kernel's
-        # (measured 123 -> 95 ms for a training step of 112x112x64 s2 at
-        # batch 16). Inference on finite input keeps the zero tap, which
-        # copies nothing (22 ms against 25 ms for the chunk copies).
-        conv_padding, lead_zeros, explicit = (0, 0), (0, 0), (left, right, top, bottom)
-    kernel = _cached(("depthwise", lead_zeros), (depthwise_weights,),
-                     lambda w: _expanded_depthwise_kernel(w, lead_zeros))
+    asymmetric = (top, left) != (bottom, right)
+    # Inference keeps the zero tap for TF's asymmetric SAME: it copies
+    # nothing (22 ms against 25 ms for per-chunk copies at 16x112x112x64 s2).
+    # Training, torch.compile and dilated odd padding pad chunk by chunk
+    # instead: exact for any input, and the backward is the plain kernel's
+    # (123 -> 95 ms for that layer's training step).
+    zero_tap = asymmetric and not (needs_pad or needs_grad or _compiling()
+                                   or x.device.type == "meta")
+    if asymmetric and not zero_tap:
+        conv_padding, lead_zeros = (0, 0), (0, 0)
     geometry = _Geometry(tuple(stride), tuple(rate), conv_padding, x.shape[1], (out_h, out_w),
-                         explicit)
-    if pointwise_weights is None:
-        rows = _rows(geometry.depthwise(x, kernel))
-        if biases is not None:
-            # The depthwise conv's backward does not need its output: in place is safe.
-            rows = rows.add_(biases)
-        rows = _apply_activation_(rows, activation)
-    else:
-        weights = pointwise_matrix(pointwise_weights)
-        if _compiling():
-            # One traceable graph for torch.compile, which does its own fusion.
-            rows = _pointwise_(_rows(geometry.depthwise(x, kernel)), weights, biases, activation)
-        elif needs_grad:
-            rows = _SeparableFunction.apply(x, kernel, weights, biases, geometry, activation)
-        else:
-            rows = _forward_rows(x, kernel, weights, biases, geometry, activation)
+                         None if zero_tap or not asymmetric else (left, right, top, bottom))
+    rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
+                       activation, needs_grad)
+    if zero_tap and not bool(torch.isfinite(rows.sum())):
+        # The zero tap multiplies a real pixel: 0 * inf is NaN where TF reads
+        # no pixel. A non-finite result (rare) is recomputed the exact way;
+        # checking the fresh, cache-resident output is cheaper than the input.
+        geometry.padding, geometry.explicit = (0, 0), (left, right, top, bottom)
+        rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, (0, 0),
+                           activation, needs_grad)
     out = rows.view(inputs.shape[0], out_h, out_w, rows.shape[1])
     return out if data_format == "NHWC" else out.permute(0, 3, 1, 2)
 
