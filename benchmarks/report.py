@@ -79,7 +79,7 @@ def write_json(path, document):
         json.dump(document, f, indent=1)
 
 
-def chart(path, results, engines):
+def chart(path, results, engines, title=""):
     """One panel per mode: each engine's time over the roofline floor (log scale)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -103,6 +103,8 @@ def chart(path, results, engines):
         ax.set_title(mode)
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[0, 0].legend(ncol=len(engines) + 1, fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -115,4 +117,7 @@ def write_all(out_dir, document, engines):
     write_json(os.path.join(out_dir, "bench.json"), document)
     with open(os.path.join(out_dir, "bench.md"), "w") as f:
         f.write(render(document))
-    chart(os.path.join(out_dir, "bench.png"), document["results"], engines)
+    machine = document.get("machine", {})
+    title = (f"median time / roofline floor; {machine.get('Model name', '?')}, "
+             f"{document.get('threads')} thread(s) per engine; {document.get('command', '')}")
+    chart(os.path.join(out_dir, "bench.png"), document["results"], engines, title)
