@@ -14,10 +14,18 @@ Why the fast path looks the way it does (measured gains in
   plain GEMM ``[N*H*W, cin*m] @ [cin*m, out]`` whose right operand is TF's
   pointwise weight as it is stored: no weight conversion, no layout copy.
 * TF's asymmetric SAME padding (the odd pixel goes bottom/right) is
-  expressed without padding the activation: one leading zero tap on the
-  kernel plus PyTorch's symmetric padding gives the same windows.
+  expressed, at inference, without padding the activation: one leading zero
+  tap on the kernel plus PyTorch's symmetric padding gives the same windows
+  (a non-finite output is recomputed with explicit padding, which is exact).
+  Training pads chunk by chunk instead.
+* Large batches run image group by image group (``CHUNK_BYTES``), so the
+  depthwise intermediate stays in cache on its way to the GEMM.
+* Training goes through ``_SeparableFunction``, which saves only the input
+  and the output and recomputes the cheap depthwise stage in backward.
 * Bias and activation are applied in place on the GEMM output, which the
   GEMM's backward does not need, so this is safe under autograd.
+* The layer allocates its output itself, advising huge pages above 32 MB,
+  where every fresh allocation would otherwise fault 4 KiB at a time.
 * Converted weights are cached per weight version when no gradient flows.
 """
 import functools
