@@ -442,14 +442,15 @@ class _SeparableFunction(torch.autograd.Function):
         x, kernel, weights, out = ctx.saved_tensors
         geometry, activation = ctx.geometry, ctx.activation
         need_x, need_kernel, need_weights, need_biases = ctx.needs_input_grad[:4]
+        per_chunk, pixels = _images_per_chunk(x, kernel, geometry)
+        chunked = per_chunk < x.shape[0]
         grad_x = None
-        if need_x:  # NHWC memory, like the forward's input view
+        if need_x and chunked:  # NHWC memory, like the forward's input view
             n, c, h, w = x.shape
             grad_x = _large_empty((n, h, w, c), x).permute(0, 3, 1, 2)
         grad_kernel = torch.zeros_like(kernel) if need_kernel else None
         grad_weights = torch.zeros_like(weights) if need_weights else None
         grad_biases = grad_out.new_zeros(weights.shape[1]) if need_biases and ctx.has_biases else None
-        per_chunk, pixels = _images_per_chunk(x, kernel, geometry)
         for start in range(0, x.shape[0], per_chunk):
             stop = min(start + per_chunk, x.shape[0])
             rows = slice(start * pixels, stop * pixels)
@@ -463,12 +464,16 @@ class _SeparableFunction(torch.autograd.Function):
                 # [rows, C] in NHWC order, viewed as the NCHW-shaped depthwise output.
                 grad_depthwise = torch.mm(grad, weights.t()).view(
                     stop - start, geometry.out_h, geometry.out_w, -1).permute(0, 3, 1, 2)
+                del grad  # not needed any more: free it before the conv's backward allocates
                 gx, gk, _ = torch.ops.aten.convolution_backward(
                     grad_depthwise, geometry.pad(x_chunk), kernel, None, geometry.stride,
                     geometry.padding, geometry.rate, False, [0, 0], geometry.groups,
                     [need_x, need_kernel, False])
-                if need_x:
+                del grad_depthwise
+                if need_x and chunked:
                     grad_x[start:stop].copy_(geometry.crop(gx))
+                elif need_x:  # one chunk: the conv's own gradient, no copy
+                    grad_x = geometry.crop(gx)
                 if need_kernel:
                     grad_kernel += gk
         return grad_x, grad_kernel, grad_weights, grad_biases, None, None
