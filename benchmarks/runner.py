@@ -50,6 +50,13 @@ def parse_args(argv):
     unknown = sorted(set(args.engines) - set(ALL_ENGINES))
     if unknown:
         parser.error(f"unknown engines {unknown}: expected some of {list(ALL_ENGINES)}")
+    for items, names, what in ((suite.LAYERS, args.layers, "layers"), (suite.MODES, args.modes, "modes")):
+        try:
+            suite.select(items, names, what)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     return args
