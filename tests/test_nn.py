@@ -640,3 +640,25 @@ def test_separable_conv2d_module_restores_a_mobilenet_layer_from_tensorflow():
     with torch.no_grad():
         outputs = layer.eval()(tf_inputs).numpy()
     np.testing.assert_allclose(outputs, tf_outputs, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation_fn", [torch.relu, torch.tanh, None])
+def test_eval_folds_batch_norm_into_the_pointwise_stage(fresh_graph, monkeypatch, activation_fn):
+    x = torch.randn(2, 7, 7, 4, dtype=torch.float64)
+    uniform = sc.random_uniform_initializer
+    bn_init = {"moving_mean": uniform(-1.0, 1.0, seed=1), "moving_variance": uniform(0.5, 2.0, seed=2),
+               "beta": uniform(-1.0, 1.0, seed=3), "gamma": uniform(-1.0, 1.0, seed=4)}
+    expected = sc.separable_conv2d(x, 6, 3, 2, activation_fn=activation_fn, normalizer_fn=sc.batch_norm,
+                                   normalizer_params={"is_training": False, "scale": True,
+                                                      "param_initializers": bn_init})
+    module = sc.nn.SeparableConv2d(6, 3, 2, activation_fn=activation_fn, in_channels=4,
+                                   normalizer=sc.nn.BatchNorm(6, scale=True, dtype=torch.float64),
+                                   dtype=torch.float64)
+    module.load_state_dict({name.replace("BatchNorm/", "normalizer."): v.detach()
+                            for name, v in _layer_variables(fresh_graph).items()})
+
+    def batch_norm_must_not_run(*args, **kwargs):
+        raise AssertionError("eval mode must fold batch norm into the pointwise stage")
+
+    monkeypatch.setattr("sepconv._src.ops.batch_norm", batch_norm_must_not_run)
+    torch.testing.assert_close(module.eval()(x), expected, rtol=1e-12, atol=1e-12)
