@@ -5,7 +5,7 @@
 import json
 import sys
 
-from .report import OURS, geomean
+from .report import OURS
 
 TARGETS = {"tensorflow": {"infer": 1.5, "train": 1.3}, "torch-nchw": {"infer": 2.0, "train": 2.0}}
 

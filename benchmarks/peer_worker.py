@@ -12,19 +12,10 @@ count), ``memory`` (engine, layer, mode, data: peak RSS of a training step),
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rss import step_peak_bytes  # noqa: E402
-
-
-def time_calls(step, count):
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+from timing import time_calls  # noqa: E402
 
 
 class TensorFlowPeer:

@@ -3,7 +3,6 @@
 Shared by the sepconv process and the peer worker, which runs in another
 virtual environment, so it imports nothing from the suite.
 """
-import os
 
 
 def _status_kib(field):

@@ -1,6 +1,5 @@
 """sc.nn: SeparableConv2d and BatchNorm modules, and Template (TF1 model functions as modules)."""
 import copy
-import io
 import math
 import pathlib
 import warnings
