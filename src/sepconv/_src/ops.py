@@ -288,13 +288,18 @@ def _as_channels_last_nchw(inputs, data_format):
     oneDNN's depthwise kernel and the NHWC GEMM repay (see performance.md).
     """
     if data_format == "NHWC":
-        if inputs.shape[3] == 1:
-            # With one channel the permuted strides are both NCHW- and NHWC-contiguous, and
-            # oneDNN in torch 2.13 then returns wrong, run-dependent weight gradients for
-            # strided 1x1 kernels (golden config 3). Plain NCHW strides are the same memory.
-            return inputs.reshape(inputs.shape[0], 1, inputs.shape[1], inputs.shape[2])
-        return inputs.permute(0, 3, 1, 2)
+        return _nhwc_as_nchw(inputs)
     return inputs.contiguous(memory_format=torch.channels_last)
+
+
+def _nhwc_as_nchw(inputs):
+    """An NHWC tensor viewed as NCHW: a zero-copy channels_last tensor."""
+    if inputs.shape[3] == 1:
+        # With one channel the permuted strides are both NCHW- and NHWC-contiguous, and
+        # oneDNN in torch 2.13 then returns wrong, run-dependent weight gradients for
+        # strided 1x1 kernels (golden config 3). Plain NCHW strides are the same memory.
+        return inputs.reshape(inputs.shape[0], 1, inputs.shape[1], inputs.shape[2])
+    return inputs.permute(0, 3, 1, 2)
 
 
 class _Geometry:
@@ -549,7 +554,7 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         [[18.0, 12.0], [12.0, 8.0]]
     """
     _check_activation(activation)
-    spatial = inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4]
+    spatial = _spatial_of(inputs, data_format)
     pads, (out_h, out_w), (conv_padding, lead_zeros, needs_pad) = _plan(
         tuple(spatial), tuple(depthwise_weights.shape[:2]), tuple(stride), tuple(rate), padding)
     x = _as_channels_last_nchw(inputs, data_format)
@@ -679,8 +684,7 @@ def _spatial_of(inputs, data_format):
 
 
 def _as_nchw_view(inputs, data_format):
-    # An NHWC tensor viewed as NCHW is a zero-copy channels_last tensor.
-    return inputs.permute(0, 3, 1, 2) if data_format == "NHWC" else inputs
+    return _nhwc_as_nchw(inputs) if data_format == "NHWC" else inputs
 
 
 def _from_nchw_view(outputs, data_format):
