@@ -178,15 +178,17 @@ def test_gradcheck_all_inputs(num_outputs, data_format, stride, rate):
 def test_gradients_match_reference(case):
     """Gradients through the in-place epilogue equal the reference's."""
     tensors = make_tensors(case, requires_grad=True)
-    wrt = [t for t in tensors if t is not None]
-    actual = call_ops(case, *tensors)
-    cotangent = torch.randn(actual.shape, generator=torch.Generator().manual_seed(1),
-                            dtype=actual.dtype)
-    grads = torch.autograd.grad((actual * cotangent).sum(), wrt)
-    expected = call_reference(case, *tensors)
-    expected_grads = torch.autograd.grad((expected * cotangent).sum(), wrt)
+    grads = _grads(call_ops(case, *tensors), tensors)
+    expected_grads = _grads(call_reference(case, *tensors), tensors)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, **F64)
+
+
+def _grads(output, tensors, seed=1):
+    """Gradients of ``sum(output * c)`` for a fixed random ``c``, w.r.t. the non-None tensors."""
+    cotangent = torch.randn(output.shape, generator=torch.Generator().manual_seed(seed),
+                            dtype=output.dtype)
+    return torch.autograd.grad((output * cotangent).sum(), [t for t in tensors if t is not None])
 
 
 # ----------------------------------------------------------------------------
@@ -209,16 +211,13 @@ def test_chunked_forward_and_backward_match_reference(case, chunk):
     """One image (or a few) per chunk: the inference loop and the recomputing backward."""
     case = dict(case, batch=case["batch"] + 2)
     tensors = make_tensors(case, requires_grad=True)
-    wrt = [t for t in tensors if t is not None]
     expected = call_reference(case, *tensors)
-    cotangent = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2),
-                            dtype=expected.dtype)
-    expected_grads = torch.autograd.grad((expected * cotangent).sum(), wrt)
+    expected_grads = _grads(expected, tensors)
     with chunk_bytes(chunk):
         with torch.no_grad():
             torch.testing.assert_close(call_ops(case, *tensors), expected, **F64)
         actual = call_ops(case, *tensors)
-        grads = torch.autograd.grad((actual * cotangent).sum(), wrt)
+        grads = _grads(actual, tensors)
     torch.testing.assert_close(actual, expected, **F64)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, **F64)
