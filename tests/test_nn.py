@@ -1,8 +1,10 @@
 """sc.nn: SeparableConv2d and BatchNorm modules, and Template (TF1 model functions as modules)."""
 import copy
 import math
+import os
 import pathlib
-import warnings
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import torch
 
 import sepconv as sc
 from sepconv._src.checkpoint import update_checkpoint_state, write_bundle
+from ddp_worker import LEARNING_RATE
+from template_net import NET_BUFFERS, NET_PARAMETERS, built_net, global_batch, net
 
 
 @pytest.fixture(autouse=True)
@@ -242,33 +246,8 @@ def test_wrong_input_channels_raise():
 # ----------------------------------------------------------------------------
 # Template
 # ----------------------------------------------------------------------------
-def net(images, is_training=True, num_classes=3):
-    """A small TF1-style model: arg_scope, scopes, batch norm and a separable head."""
-    with sc.variable_scope("Net"):
-        with sc.arg_scope([sc.separable_conv2d], depth_multiplier=1, normalizer_fn=sc.batch_norm,
-                          normalizer_params={"is_training": is_training, "scale": True, "decay": 0.5}):
-            x = sc.separable_conv2d(images, 8, 3, stride=2, scope="Conv_0")
-            x = sc.separable_conv2d(x, 8, 3, outputs_collections=["end_points"])
-        return sc.separable_conv2d(x, num_classes, 1, 1, activation_fn=None, scope="Logits")
-
-
-NET_PARAMETERS = [
-    "Net/Conv_0/depthwise_weights", "Net/Conv_0/pointwise_weights", "Net/Conv_0/BatchNorm/gamma",
-    "Net/Conv_0/BatchNorm/beta", "Net/SeparableConv2d/depthwise_weights",
-    "Net/SeparableConv2d/pointwise_weights", "Net/SeparableConv2d/BatchNorm/gamma",
-    "Net/SeparableConv2d/BatchNorm/beta", "Net/Logits/depthwise_weights",
-    "Net/Logits/pointwise_weights", "Net/Logits/biases"]
-NET_BUFFERS = [f"Net/{layer}/BatchNorm/{name}" for layer in ("Conv_0", "SeparableConv2d")
-               for name in ("moving_mean", "moving_variance")]
-
-
-def _built_net(**kwargs):
-    torch.manual_seed(0)
-    return sc.nn.Template(net, **kwargs).build(torch.zeros(1, 8, 8, 3))
-
-
 def test_template_registers_trainable_variables_as_parameters_and_others_as_buffers():
-    model = _built_net()
+    model = built_net()
     assert [name for name, _ in model.named_parameters()] == NET_PARAMETERS
     assert [name for name, _ in model.named_buffers()] == NET_BUFFERS
     assert list(model.state_dict()) == NET_PARAMETERS + NET_BUFFERS
@@ -291,7 +270,7 @@ def test_template_is_unbuilt_until_first_call_and_later_calls_reuse():
 
 
 def test_template_output_equals_calling_the_function_in_a_graph(fresh_graph):
-    model = _built_net().eval()
+    model = built_net().eval()
     x = torch.randn(2, 8, 8, 3)
     net(torch.zeros(1, 8, 8, 3), is_training=False)  # creates the variables in the test's graph
     for variable in fresh_graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES):
@@ -303,9 +282,9 @@ def test_template_output_equals_calling_the_function_in_a_graph(fresh_graph):
 
 
 def test_state_dict_round_trips_into_a_fresh_template():
-    model = _built_net()
+    model = built_net()
     model(torch.randn(4, 8, 8, 3))  # train mode: moving statistics move away from their init
-    fresh = _built_net()
+    fresh = built_net()
     fresh.load_state_dict(model.state_dict())
     x = torch.randn(2, 8, 8, 3)
     torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
@@ -314,10 +293,10 @@ def test_state_dict_round_trips_into_a_fresh_template():
 
 
 def test_torch_save_and_load_of_state_dict_and_whole_module(tmp_path):
-    model = _built_net()
+    model = built_net()
     model(torch.randn(4, 8, 8, 3))
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    fresh = _built_net()
+    fresh = built_net()
     fresh.load_state_dict(torch.load(tmp_path / "weights.pt"))
     x = torch.randn(1, 8, 8, 3)
     torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
@@ -331,7 +310,7 @@ def test_torch_save_and_load_of_state_dict_and_whole_module(tmp_path):
 
 
 def test_deepcopy_keeps_graph_and_module_tensors_identical():
-    model = _built_net()
+    model = built_net()
     clone = copy.deepcopy(model)
     weights = clone.get_parameter("Net/Conv_0/depthwise_weights")
     assert weights is not model.get_parameter("Net/Conv_0/depthwise_weights")
@@ -340,7 +319,7 @@ def test_deepcopy_keeps_graph_and_module_tensors_identical():
 
 
 def test_moving_statistics_update_in_train_mode_but_not_in_eval_mode():
-    model = _built_net()
+    model = built_net()
     name = "Net/Conv_0/BatchNorm/moving_mean"
     assert torch.count_nonzero(model.get_buffer(name)) == 0  # build() leaves them at init
     model.eval()(torch.randn(4, 8, 8, 3))
@@ -358,13 +337,13 @@ def test_build_creates_variables_without_training_them():
 
 
 def test_explicit_is_training_argument_wins_over_the_module_mode():
-    model = _built_net()
+    model = built_net()
     model.eval()(torch.randn(4, 8, 8, 3) + 5, is_training=True)
     assert torch.count_nonzero(model.get_buffer("Net/Conv_0/BatchNorm/moving_mean")) == 8
 
 
 def test_to_float64_keeps_graph_and_module_in_sync():
-    model = _built_net()
+    model = built_net()
     before = model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
     model.to(torch.float64)
     after = model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
@@ -379,7 +358,7 @@ def test_to_float64_keeps_graph_and_module_in_sync():
 
 def test_to_another_device_moves_graph_variables_with_the_module():
     # No accelerator here: the meta device stands in for one (no data, same bookkeeping).
-    model = _built_net().to("meta")
+    model = built_net().to("meta")
     variables = model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)
     assert {v.device.type for v in variables} == {"meta"}
     tensors = dict(model.named_parameters(), **dict(model.named_buffers()))
@@ -389,7 +368,7 @@ def test_to_another_device_moves_graph_variables_with_the_module():
 
 
 def test_load_state_dict_with_assign_keeps_graph_variables():
-    model = _built_net()
+    model = built_net()
     state = {k: v.clone() + 1 for k, v in model.state_dict().items()}
     model.load_state_dict(state, assign=True)
     for variable in model.graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES):
@@ -398,7 +377,7 @@ def test_load_state_dict_with_assign_keeps_graph_variables():
 
 
 def test_optimizer_trains_template_parameters_seen_by_the_function():
-    model = _built_net()
+    model = built_net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     x = torch.randn(4, 8, 8, 3)
     loss = model(x).square().mean()
@@ -410,7 +389,7 @@ def test_optimizer_trains_template_parameters_seen_by_the_function():
 
 
 def test_functional_call_substitutes_the_module_tensors():
-    model = _built_net().eval()
+    model = built_net().eval()
     zeros = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     out = torch.func.functional_call(model, zeros, (torch.randn(1, 8, 8, 3),))
     assert torch.count_nonzero(out) == 0
@@ -422,7 +401,7 @@ def test_bound_keyword_arguments_reach_the_function():
 
 
 def test_output_collections_do_not_keep_activations_alive():
-    model = _built_net()
+    model = built_net()
     model(torch.randn(1, 8, 8, 3))
     assert model.graph.get_collection("end_points") == []
     assert len(model.graph.get_collection(sc.GraphKeys.MODEL_VARIABLES)) == 15
@@ -441,7 +420,7 @@ def test_regularization_losses_come_from_the_graph():
 
 
 def test_load_state_dict_with_wrong_shapes_raises():
-    model = _built_net()
+    model = built_net()
     state = model.state_dict()
     state["Net/Logits/biases"] = torch.zeros(7)
     with pytest.raises(RuntimeError, match=r"size mismatch for Net/Logits/biases.*\[7\].*\[3\]"):
@@ -449,7 +428,7 @@ def test_load_state_dict_with_wrong_shapes_raises():
 
 
 def test_load_state_dict_reports_missing_and_unexpected_tf_names():
-    model = _built_net()
+    model = built_net()
     state = model.state_dict()
     state["Net/Other/weights"] = state.pop("Net/Logits/biases")
     with pytest.raises(RuntimeError, match=r'(?s)Missing key\(s\).*"Net/Logits/biases".*'
@@ -459,7 +438,7 @@ def test_load_state_dict_reports_missing_and_unexpected_tf_names():
 
 def test_load_state_dict_into_an_unbuilt_template_raises():
     with pytest.raises(RuntimeError, match=r"Template is not built: call build\(example_inputs\)"):
-        sc.nn.Template(net).load_state_dict(_built_net().state_dict())
+        sc.nn.Template(net).load_state_dict(built_net().state_dict())
 
 
 def test_creating_a_variable_after_the_first_call_raises():
@@ -503,7 +482,7 @@ def test_template_requires_a_callable():
 
 def test_template_repr():
     assert repr(sc.nn.Template(net)) == "Template(fn=net, variables=unbuilt)"
-    assert repr(_built_net()) == "Template(fn=net, variables=15)"
+    assert repr(built_net()) == "Template(fn=net, variables=15)"
 
 
 def test_template_of_nn_modules_inside_a_function():
@@ -558,13 +537,13 @@ def test_load_tf_checkpoint_errors(tmp_path):
 
 
 def test_template_loads_a_tf_checkpoint_by_variable_name(tmp_path):
-    source = _built_net()
+    source = built_net()
     source(torch.randn(4, 8, 8, 3))
     tensors = _numpy_state(source.state_dict())
     tensors["global_step"] = np.array(3, dtype=np.int64)
     write_bundle(str(tmp_path / "model.ckpt-3"), tensors)
     update_checkpoint_state(str(tmp_path), str(tmp_path / "model.ckpt-3"))
-    model = _built_net()
+    model = built_net()
     result = model.load_tf_checkpoint(tmp_path)  # a directory resolves to its latest checkpoint
     assert result.missing_keys == [] and result.unexpected_keys == ["global_step"]
     x = torch.randn(1, 8, 8, 3)
@@ -576,28 +555,39 @@ def test_unbuilt_template_cannot_load_a_tf_checkpoint(tmp_path):
         sc.nn.Template(net).load_tf_checkpoint(tmp_path / "x")
 
 
+def _one_sgd_step_per_shard(shards):
+    """Single-process expectations: per-shard gradients and moving statistics."""
+    gradients, buffers = [], []
+    for shard in shards:
+        model = built_net()
+        model(shard).square().mean().backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters()})
+        buffers.append({name: b.detach() for name, b in model.named_buffers()})
+    return gradients, buffers
+
+
 def test_template_trains_under_distributed_data_parallel(tmp_path):
-    dist = pytest.importorskip("torch.distributed")
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
-        model = _built_net()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        before = model.get_parameter("Net/Logits/biases").detach().clone()
-        with warnings.catch_warnings():
-            # ops' depthwise kernel for a 1x1 [1, 1, 8, 1] weight yields a gradient with
-            # strides (1, 1, 1, 1) where DDP's bucket view has (8, 8, 1, 1): the same
-            # memory layout, reported by DDP as a possible slowdown. Not a failure.
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides",
-                                    category=UserWarning)
-            ddp(torch.randn(4, 8, 8, 3)).square().mean().backward()
-        optimizer.step()
-        assert not torch.equal(model.get_parameter("Net/Logits/biases"), before)
-        assert list(ddp.module.state_dict()) == NET_PARAMETERS + NET_BUFFERS
-    finally:
-        dist.destroy_process_group()
+    """Two torchrun ranks, each with half of the batch: DDP averages the gradients."""
+    tests_dir = pathlib.Path(__file__).parent
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tests_dir), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(tests_dir / "ddp_worker.py"), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    gradients, buffers = _one_sgd_step_per_shard(global_batch().chunk(2))
+    initial = dict(built_net().named_parameters())
+    for state in ranks:
+        assert list(state) == NET_PARAMETERS + NET_BUFFERS
+        for name in NET_PARAMETERS:
+            mean_gradient = (gradients[0][name] + gradients[1][name]) / 2
+            torch.testing.assert_close(state[name], initial[name] - LEARNING_RATE * mean_gradient,
+                                       msg=name)
+    for state, own in zip(ranks, buffers):  # each rank keeps the statistics of its own shard
+        for name in NET_BUFFERS:
+            torch.testing.assert_close(state[name], own[name], msg=name)
+    assert not torch.equal(ranks[0][NET_BUFFERS[0]], ranks[1][NET_BUFFERS[0]])
 
 
 MOBILENET = pathlib.Path(__file__).parent / "fixtures" / "mobilenet_v1_025"
