@@ -368,6 +368,47 @@ def test_depthwise_cache_follows_weight_updates_and_keeps_gradients():
     torch.testing.assert_close(grad, expected, **F64)
 
 
+@contextlib.contextmanager
+def num_threads(count):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("bias,activation", [(True, "relu"), (False, None), (True, "relu6")])
+def test_few_rows_gemm_runs_in_column_blocks_and_matches_reference(threads, bias, activation,
+                                                                   monkeypatch):
+    blocks = []
+    split = ops._pointwise_by_column_blocks
+    monkeypatch.setattr(ops, "_pointwise_by_column_blocks",
+                        lambda rows, w, *args: blocks.append(w.shape[0]) or split(rows, w, *args))
+    case = _case(batch=1, num_outputs=6, bias=bias, activation=activation)  # 4x3 = 12 rows
+    x, dw, pw, b = make_tensors(case)
+    with num_threads(threads), torch.no_grad():
+        torch.testing.assert_close(call_ops(case, x, dw, pw, b), call_reference(case, x, dw, pw, b),
+                                   **F64)
+        pw.mul_(-2.0)  # the cached column blocks follow an in-place weight update
+        torch.testing.assert_close(call_ops(case, x, dw, pw, b), call_reference(case, x, dw, pw, b),
+                                   **F64)
+    assert blocks == [threads, threads]
+
+
+@pytest.mark.parametrize("threads,overrides", [
+    (1, {}),                                            # nothing to split
+    (2, {"num_outputs": 5}),                            # columns do not divide evenly
+    (2, {"batch": 6, "height": 12, "width": 12}),       # 6 * 6 * 6 rows: one GEMM is as fast
+])
+def test_gemm_stays_whole_otherwise(threads, overrides, monkeypatch):
+    monkeypatch.setattr(ops, "_pointwise_by_column_blocks", None)  # calling it would raise
+    case = _case(**overrides)
+    with num_threads(threads), torch.no_grad():
+        _check_against_reference(case)
+
+
 # ----------------------------------------------------------------------------
 # torch.compile
 # ----------------------------------------------------------------------------
