@@ -24,8 +24,9 @@ Why the fast path looks the way it does (measured gains in
   and the output and recomputes the cheap depthwise stage in backward.
 * Bias and activation are applied in place on the GEMM output, which the
   GEMM's backward does not need, so this is safe under autograd.
-* The layer allocates its output itself, advising huge pages above 32 MB,
-  where every fresh allocation would otherwise fault 4 KiB at a time.
+* The layer allocates its output itself; from 32 MB on, from recycled,
+  huge-page-advised buffers (``buffers.py``), as a fresh mapping would fault
+  its pages in on every call.
 * Converted weights are cached per weight version when no gradient flows.
 """
 import functools
@@ -33,6 +34,8 @@ import weakref
 
 import torch
 import torch.nn.functional as F
+
+from . import buffers
 
 # Activations the layer can apply in place on its own output.
 EPILOGUE_ACTIVATIONS = ("relu", "relu6")
@@ -372,12 +375,12 @@ def _forward_rows(x, kernel, weights, biases, geometry, activation):
     per_chunk, pixels = _images_per_chunk(x, kernel, geometry)
     n = x.shape[0]
     out_bytes = n * pixels * weights.shape[1] * x.element_size()
-    if per_chunk >= n and out_bytes < HUGEPAGE_MIN_BYTES:
+    if per_chunk >= n and out_bytes < buffers.LARGE_BYTES:
         # One chunk: the GEMM allocates its output after the conv's, and no
         # slicing. Against writing into an output allocated first: 2-4% faster
         # at batch 1 on every layer of the suite (median of 200, 1 and 2 threads).
         return _pointwise_(_rows(geometry.depthwise(x, kernel)), weights, biases, activation)
-    out = _large_empty((n * pixels, weights.shape[1]), x)
+    out = buffers.large_empty((n * pixels, weights.shape[1]), x)
     for start in range(0, n, per_chunk):
         stop = min(start + per_chunk, n)
         # The chunk's intermediate is a temporary, freed before the next chunk's
@@ -425,51 +428,6 @@ def _pointwise_by_column_blocks(rows, weight_blocks, bias_blocks, activation):
     return _apply_activation_(out, activation)
 
 
-# glibc serves allocations above 32 MB (its largest mmap threshold) with a
-# fresh mmap, and each first touch of a 4 KiB page then faults: measured 31 ms
-# to fill a fresh 51 MB tensor against 4.5 ms for memory already mapped. With
-# transparent huge pages advised, the same fill takes 6.9 ms (one fault per
-# 2 MiB). The advice is a hint on memory this tensor owns; where it is not
-# available (not Linux, not CPU) nothing changes.
-HUGEPAGE_MIN_BYTES = 32 << 20
-_MADV_HUGEPAGE = 14
-_HUGE = 1 << 21
-_madvise = None
-
-
-def _large_empty(shape, like):
-    """``like.new_empty(shape)``, advised to use huge pages when it is large."""
-    out = like.new_empty(shape)
-    nbytes = out.numel() * out.element_size()
-    if nbytes >= HUGEPAGE_MIN_BYTES and out.device.type == "cpu":
-        _advise_hugepages(out.data_ptr(), nbytes)
-    return out
-
-
-def _advise_hugepages(pointer, nbytes):
-    global _madvise
-    if _madvise is None:
-        _madvise = _load_madvise()
-    start = (pointer + _HUGE - 1) & ~(_HUGE - 1)
-    end = (pointer + nbytes) & ~(_HUGE - 1)
-    if _madvise and end > start:
-        _madvise(start, end - start, _MADV_HUGEPAGE)  # advisory: a failure changes nothing
-
-
-def _load_madvise():
-    import ctypes
-    import sys
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return False
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise
-
-
 class _SeparableFunction(torch.autograd.Function):
     """Depthwise + pointwise + bias + activation with a chunked, recomputing backward.
 
@@ -498,7 +456,7 @@ class _SeparableFunction(torch.autograd.Function):
         grad_x = None
         if need_x and chunked:  # NHWC memory, like the forward's input view
             n, c, h, w = x.shape
-            grad_x = _large_empty((n, h, w, c), x).permute(0, 3, 1, 2)
+            grad_x = buffers.large_empty((n, h, w, c), x).permute(0, 3, 1, 2)
         grad_kernel = torch.zeros_like(kernel) if need_kernel else None
         grad_weights = torch.zeros_like(weights) if need_weights else None
         grad_biases = grad_out.new_zeros(weights.shape[1]) if need_biases and ctx.has_biases else None
