@@ -42,7 +42,7 @@ def large_empty(shape, like):
         torch.float64
     """
     numel = math.prod(shape)
-    if numel * like.element_size() < LARGE_BYTES or like.device.type != "cpu":
+    if not is_large(numel, like):
         return like.new_empty(shape)
     if not _CAN_COUNT_USES:
         return _fresh(like, numel).view(shape)
@@ -55,6 +55,11 @@ def large_empty(shape, like):
         out = like.new_empty(0).set_(flat.untyped_storage(), 0, shape)
         _keep(flat)
     return out
+
+
+def is_large(numel, like):
+    """Whether ``numel`` elements of ``like``'s dtype and device come from the pool."""
+    return numel * like.element_size() >= LARGE_BYTES and like.device.type == "cpu"
 
 
 def release():
