@@ -77,6 +77,8 @@ def targets(document):
 
 def render(document):
     parts = []
+    if "sepconv_kernel" in document:
+        parts.append(f"sepconv's inference path: {document['sepconv_kernel']}.")
     for mode in dict.fromkeys(r["mode"] for r in document["results"]):
         parts.append(f"### {mode}\n\nMedian ms per call (lower is better); `X / ours` > 1 means "
                      f"sepconv is faster.\n\n{_mode_table(document, mode)}")

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import torch
 
+from sepconv._src import native
+
 from . import remote, report, roofline, suite
 from .data import make_arrays
 from .onnx_engine import OnnxRuntimeEngine
@@ -186,6 +188,8 @@ def run(argv):
     scratch = tempfile.mkdtemp(prefix="sepconv-bench-")
     engines, skipped, versions, peer, python = build_engines(args, wanted, threads, scratch, log)
     versions["torch"] = torch.__version__
+    kernel = native.status()
+    log(f"sepconv inference kernel: {kernel}")
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
     log("measuring the roofline: GEMM peak and copy bandwidth ...")
@@ -235,6 +239,7 @@ def run(argv):
     document = {"command": "python -m sepconv bench " + " ".join(argv), "machine": info,
                 "engines": names,
                 "threads": threads, "versions": versions, "skipped": skipped,
+                "sepconv_kernel": kernel,
                 "gemm_peak_gflops": peak / 1e9, "copy_bandwidth_gbs": bandwidth / 1e9,
                 "rounds": rounds, "results": results, "summary": summary}
     report.write_all(args.out, document, names)

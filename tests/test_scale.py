@@ -116,8 +116,10 @@ def test_large_input_peak_memory_is_a_small_multiple_of_the_tensors(measurements
           f"output {m['output'] / MIB:.0f} MiB + weights {m['weights'] / 1024:.0f} KiB: "
           f"{ratio:.2f}x (bound {bound}x)")
     assert m["input"] == 256 * MIB and m["finite"]
-    # The peak holds at least the input and the output, so a tiny ratio means a broken measurement.
-    assert 1.0 <= ratio <= bound
+    # The peak holds at least the input and the output (the weights, a few KiB,
+    # may sit in pages counted before), so less means a broken measurement.
+    assert m["growth"] >= m["input"] + m["output"]
+    assert ratio <= bound
 
 
 @pytest.mark.parametrize("shape, data_format", [

@@ -8,6 +8,13 @@ there is no second implementation of the math.
 Why the fast path looks the way it does (measured gains in
 ``docs/performance.md``):
 
+* Float32 inference with depth multiplier 1 runs a compiled kernel
+  (``native/kernels.cpp``, built on first use): depthwise into a
+  cache-resident tile, then the pointwise GEMM on pre-packed weights with
+  bias and activation applied as it stores. It pads exactly as TF does. The
+  rest of this list is the PyTorch path, which runs everything else
+  (training, float64, depth multipliers above 1) and all of it when the
+  kernel cannot be built.
 * The layer runs in NHWC memory order whatever ``data_format`` says. An NHWC
   tensor viewed as NCHW is a zero-copy ``channels_last`` tensor, which is
   what oneDNN's depthwise kernel wants, and in NHWC the pointwise stage is a
@@ -35,7 +42,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from . import buffers
+from . import buffers, native
 
 # Activations the layer can apply in place on its own output.
 EPILOGUE_ACTIVATIONS = ("relu", "relu6")
@@ -529,6 +536,73 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
     return _forward_rows(x, kernel, weights, biases, geometry, activation)
 
 
+def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, pads, out_size,
+                plan, activation, needs_grad):
+    """The layer's rows by PyTorch's conv and GEMM (training, and whatever the kernel cannot run)."""
+    conv_padding, lead_zeros, needs_pad = plan
+    (top, bottom), (left, right) = pads
+    asymmetric = (top, left) != (bottom, right)
+    # Inference keeps the zero tap for TF's asymmetric SAME: it copies
+    # nothing (22 ms against 25 ms for per-chunk copies at 16x112x112x64 s2).
+    # Training, torch.compile and dilated odd padding pad chunk by chunk
+    # instead: exact for any input, and the backward is the plain kernel's
+    # (123 -> 95 ms for that layer's training step).
+    zero_tap = asymmetric and not (needs_pad or needs_grad or _compiling()
+                                   or x.device.type == "meta")
+    if asymmetric and not zero_tap:
+        conv_padding, lead_zeros = (0, 0), (0, 0)
+    geometry = _Geometry(stride, rate, conv_padding, x.shape[1], out_size,
+                         None if zero_tap or not asymmetric else (left, right, top, bottom))
+    rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
+                       activation, needs_grad)
+    if zero_tap and not bool(torch.isfinite(rows.sum())):
+        # The zero tap multiplies a real pixel: 0 * inf is NaN where TF reads
+        # no pixel. A non-finite result (rare) is recomputed the exact way;
+        # checking the fresh, cache-resident output is cheaper than the input.
+        geometry.padding, geometry.explicit = (0, 0), (left, right, top, bottom)
+        rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, (0, 0),
+                           activation, needs_grad)
+    return rows
+
+
+def _native_library(x, depthwise_weights, pointwise_weights, biases):
+    """The compiled kernel if it can run this inference call, else None.
+
+    It covers the common case: float32 on the CPU, depth multiplier 1, a
+    pointwise stage. Everything else, and every call that needs a gradient,
+    runs the PyTorch path.
+    """
+    if pointwise_weights is None or x.device.type != "cpu" or _compiling():
+        return None
+    kh, kw, _, multiplier = depthwise_weights.shape
+    operands = (x, depthwise_weights, pointwise_weights) + (() if biases is None else (biases,))
+    if (multiplier != 1 or kh * kw > native.MAX_TAPS
+            or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in operands)):
+        return None
+    return native.load()
+
+
+def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geometry, activation):
+    """The layer's rows ``[N*H_out*W_out, out]`` from the compiled kernel (see ``native``)."""
+    oh, ow = geometry[3]
+    channels_out = pointwise_weights.shape[3]
+    out = buffers.large_empty((x.shape[0] * oh * ow, channels_out), x)
+    if out.numel() == 0:
+        return out
+    depthwise = _cached(("native depthwise",), (depthwise_weights,),
+                        lambda w: w.reshape(w.shape[:3]).contiguous())
+    packed = _cached(("native pointwise",), (pointwise_weights,), native.pack_pointwise)
+    # Non-temporal stores for outputs beyond the cache: no read of the lines they overwrite.
+    stream = (buffers.is_large(out.numel(), x) and channels_out % 8 == 0
+              and out.data_ptr() % 32 == 0)
+    # A strided input pays one copy, as it does in oneDNN's conv on the PyTorch path.
+    x = x.contiguous(memory_format=torch.channels_last)
+    native.separable_forward(library, x.permute(0, 2, 3, 1), depthwise, packed,
+                             None if biases is None else biases.contiguous(), out, geometry,
+                             activation, stream)
+    return out
+
+
 def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=None, *,
                      stride=(1, 1), rate=(1, 1), padding="SAME", data_format="NHWC",
                      activation=None):
@@ -572,27 +646,14 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad
         for t in (inputs, depthwise_weights, pointwise_weights, biases))
-    (top, bottom), (left, right) = pads
-    asymmetric = (top, left) != (bottom, right)
-    # Inference keeps the zero tap for TF's asymmetric SAME: it copies
-    # nothing (22 ms against 25 ms for per-chunk copies at 16x112x112x64 s2).
-    # Training, torch.compile and dilated odd padding pad chunk by chunk
-    # instead: exact for any input, and the backward is the plain kernel's
-    # (123 -> 95 ms for that layer's training step).
-    zero_tap = asymmetric and not (needs_pad or needs_grad or _compiling()
-                                   or x.device.type == "meta")
-    if asymmetric and not zero_tap:
-        conv_padding, lead_zeros = (0, 0), (0, 0)
-    geometry = _Geometry(tuple(stride), tuple(rate), conv_padding, x.shape[1], (out_h, out_w),
-                         None if zero_tap or not asymmetric else (left, right, top, bottom))
-    rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
-                       activation, needs_grad)
-    if zero_tap and not bool(torch.isfinite(rows.sum())):
-        # The zero tap multiplies a real pixel: 0 * inf is NaN where TF reads
-        # no pixel. A non-finite result (rare) is recomputed the exact way;
-        # checking the fresh, cache-resident output is cheaper than the input.
-        geometry.padding, geometry.explicit = (0, 0), (left, right, top, bottom)
-        rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, (0, 0),
+    library = None if needs_grad else _native_library(x, depthwise_weights, pointwise_weights, biases)
+    if library is not None:
+        (top, _), (left, _) = pads
+        rows = _native_rows(library, x, depthwise_weights, pointwise_weights, biases,
+                            (tuple(stride), tuple(rate), (top, left), (out_h, out_w)), activation)
+    else:
+        rows = _torch_rows(x, depthwise_weights, pointwise_weights, biases, tuple(stride),
+                           tuple(rate), pads, (out_h, out_w), (conv_padding, lead_zeros, needs_pad),
                            activation, needs_grad)
     out = rows.view(inputs.shape[0], out_h, out_w, rows.shape[1])
     return out if data_format == "NHWC" else out.permute(0, 3, 1, 2)

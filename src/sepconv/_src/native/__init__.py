@@ -1,0 +1,150 @@
+"""The fused inference kernel (``kernels.cpp``), compiled on first use.
+
+The kernel runs the separable layer's inference forward in one pass:
+depthwise (depth multiplier 1) into a cache-resident tile, then the pointwise
+GEMM on pre-packed weights with bias and activation applied in its store.
+It is a C++ file with no Python binding: it is compiled with the machine's
+C++ compiler against the installed PyTorch (its headers, and its thread
+pool, so ``torch.set_num_threads`` governs it), cached under
+``$SEPCONV_CACHE_DIR`` (default ``~/.cache/sepconv``), and called through
+``ctypes``, which releases the GIL for the call.
+
+Without a compiler, on a CPU without AVX2 and FMA, off x86-64, with a
+PyTorch whose thread pool is not OpenMP, or with ``SEPCONV_NATIVE=0``,
+:func:`load` returns None and :func:`status` says why: the layer then runs
+its PyTorch path, which computes the same numbers (both are tested against
+the same float64 reference).
+"""
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+# The C++ side's limit on kernel taps (kMaxTaps).
+MAX_TAPS = 64
+ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
+
+_lock = threading.Lock()
+_loaded = {}
+
+
+def cache_dir():
+    """Where compiled kernels are kept: ``$SEPCONV_CACHE_DIR``, else ``~/.cache/sepconv``."""
+    configured = os.environ.get("SEPCONV_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sepconv"
+
+
+def _compile_command(output):
+    torch_dir = Path(torch.__file__).parent
+    return [os.environ.get("CXX", "g++"), "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC",
+            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+            f"-I{torch_dir / 'include'}", str(SOURCE), f"-L{torch_dir / 'lib'}",
+            "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}", "-o", str(output)]
+
+
+def _library_path():
+    """The cached library's path: a digest of the source, the command and torch's version."""
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(" ".join(_compile_command("")).encode())
+    digest.update(torch.__version__.encode())
+    return cache_dir() / f"sepconv-kernels-{digest.hexdigest()[:16]}.so"
+
+
+def _compile(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Compiled beside its final name, then renamed: a concurrent process sees
+    # either no library or a whole one.
+    fd, partial = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        subprocess.run(_compile_command(partial), check=True, capture_output=True, text=True)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _unavailable_reason():
+    if os.environ.get("SEPCONV_NATIVE", "1") == "0":
+        return "disabled by SEPCONV_NATIVE=0"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"no kernel for {platform.machine()} (x86-64 only)"
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return "this PyTorch's thread pool is not OpenMP"
+    return None
+
+
+def _load():
+    reason = _unavailable_reason()
+    if reason is not None:
+        return None, reason
+    path = _library_path()
+    try:
+        if not path.exists():
+            _compile(path)
+        library = ctypes.CDLL(str(path))
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", None) or str(error)
+        return None, f"compiling {SOURCE.name} failed: {detail.strip()[-500:]}"
+    if not library.sepconv_native_supported():
+        return None, "this CPU lacks AVX2 or FMA"
+    library.sepconv_separable_forward.restype = None
+    library.sepconv_separable_forward.argtypes = [ctypes.c_void_p] * 6
+    return library, f"compiled kernel {path}"
+
+
+def load():
+    """The compiled kernel library, or None (then :func:`status` says why)."""
+    with _lock:
+        if "library" not in _loaded:
+            _loaded["library"], _loaded["status"] = _load()
+        return _loaded["library"]
+
+
+def status():
+    """A line saying whether the kernel is in use, and why not if it is not."""
+    load()
+    return _loaded["status"]
+
+
+def pack_pointwise(pointwise_weights):
+    """TF's ``[1, 1, K, N]`` as the kernel's panels ``[ceil(N / 16), K, 16]``, zero-padded."""
+    k, n = pointwise_weights.shape[2], pointwise_weights.shape[3]
+    panels = -(-n // 16)
+    matrix = torch.nn.functional.pad(pointwise_weights.reshape(k, n), (0, panels * 16 - n))
+    return matrix.view(k, panels, 16).transpose(0, 1).contiguous()
+
+
+def separable_forward(library, x, depthwise, packed, biases, out, geometry, activation, stream):
+    """Run the kernel: ``out[N*H_out*W_out, N_out] = act(depthwise(x) @ W + b)``.
+
+    Args:
+        library: from :func:`load`.
+        x: contiguous NHWC float32 input ``[n, h, w, c]``.
+        depthwise: contiguous ``[kh, kw, c]`` float32 (depth multiplier 1).
+        packed: from :func:`pack_pointwise`.
+        biases: contiguous ``[N_out]`` float32, or None.
+        out: contiguous float32 ``[n*h_out*w_out, N_out]``, written.
+        geometry: ``(stride, rate, (pad_top, pad_left), (h_out, w_out))``.
+        activation: None, ``'relu'`` or ``'relu6'``.
+        stream: write the output with non-temporal stores (``out`` 32-byte
+            aligned, ``N_out`` a multiple of 8).
+    """
+    n, h, w, c = x.shape
+    (sh, sw), (rh, rw), (pad_top, pad_left), (oh, ow) = geometry
+    params = (ctypes.c_int64 * 17)(n, h, w, c, depthwise.shape[0], depthwise.shape[1], sh, sw,
+                                   rh, rw, pad_top, pad_left, oh, ow, out.shape[1],
+                                   ACTIVATIONS[activation], int(stream))
+    library.sepconv_separable_forward(x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
+                                      0 if biases is None else biases.data_ptr(), out.data_ptr(),
+                                      ctypes.addressof(params))

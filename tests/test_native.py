@@ -1,0 +1,253 @@
+"""The compiled inference kernel (``sepconv._src.native``) against the float64 reference.
+
+Every float32 inference call with depth multiplier 1 and a pointwise stage
+runs the kernel; these tests check that it does, that its numbers are the
+reference's within float32 rounding on every geometry, and that everything
+it does not cover goes to the PyTorch path.
+"""
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference
+from sepconv._src import buffers, native, ops
+
+
+def test_kernel_is_compiled_and_loaded_on_this_machine():
+    # Not a skip: without the kernel every other test here would pass vacuously.
+    assert native.load() is not None, native.status()
+    assert native.status().startswith("compiled kernel ")
+
+
+@contextlib.contextmanager
+def kernel_calls():
+    """Records the arguments of every kernel call made inside the block."""
+    calls, run = [], native.separable_forward
+
+    def spy(*args):
+        calls.append(args)
+        return run(*args)
+
+    native.separable_forward = spy
+    try:
+        yield calls
+    finally:
+        native.separable_forward = run
+
+
+def _tensors(batch, height, width, channels, outputs, kernel, bias, data_format, seed,
+             noncontiguous=False):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, height, width, channels)
+    x = torch.randn(shape, generator=gen)
+    if data_format == "NCHW":
+        x = x.permute(0, 3, 1, 2).contiguous()
+    if noncontiguous:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)
+    dw = torch.randn(*kernel, channels, 1, generator=gen)
+    pw = torch.randn(1, 1, channels, outputs, generator=gen)
+    b = torch.randn(outputs, generator=gen) if bias else None
+    return x, dw, pw, b
+
+
+def _reference(x, dw, pw, b, activation, **kwargs):
+    as64 = [None if t is None else t.double() for t in (x, dw, pw, b)]
+    y = reference.separable_conv2d(*as64, **kwargs)
+    if activation == "relu":
+        return torch.relu(y)
+    return y.clamp(0.0, 6.0) if activation == "relu6" else y
+
+
+def _assert_float32_close(actual, expected):
+    """float32 against float64: error relative to the output's scale."""
+    assert actual.dtype == torch.float32 and actual.shape == expected.shape
+    finite = expected[expected.isfinite()]
+    scale = max(float(finite.abs().max()) if finite.numel() else 0.0, 1.0)
+    torch.testing.assert_close(actual.double(), expected, rtol=2e-5, atol=2e-5 * scale,
+                               equal_nan=True)
+
+
+@st.composite
+def kernel_cases(draw):
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    if draw(st.booleans()):
+        stride, rate = (draw(st.integers(1, 3)), draw(st.integers(1, 3))), (1, 1)
+    else:
+        stride, rate = (1, 1), (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    low = [(k - 1) * r + 1 for k, r in zip(kernel, rate)] if padding == "VALID" else (1, 1)
+    return dict(
+        batch=draw(st.integers(1, 3)),
+        height=draw(st.integers(low[0], low[0] + 9)), width=draw(st.integers(low[1], low[1] + 9)),
+        # Channels below, at and past the kernel's 8- and 32-wide blocks; outputs past 16-wide panels.
+        channels=draw(st.integers(1, 70)), outputs=draw(st.integers(1, 40)), kernel=kernel,
+        bias=draw(st.booleans()), data_format=draw(st.sampled_from(["NHWC", "NCHW"])),
+        noncontiguous=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 16)),
+        call=dict(stride=stride, rate=rate, padding=padding),
+        activation=draw(st.sampled_from([None, "relu", "relu6"])))
+
+
+def _run(case):
+    x, dw, pw, b = _tensors(case["batch"], case["height"], case["width"], case["channels"],
+                            case["outputs"], case["kernel"], case["bias"], case["data_format"],
+                            case["seed"], case["noncontiguous"])
+    kwargs = dict(case["call"], data_format=case["data_format"])
+    with kernel_calls() as calls, torch.no_grad():
+        actual = ops.separable_conv2d(x, dw, pw, b, activation=case["activation"], **kwargs)
+    _assert_float32_close(actual, _reference(x, dw, pw, b, case["activation"], **kwargs))
+    return calls
+
+
+@given(kernel_cases())
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_kernel_matches_reference(case):
+    assert len(_run(case)) == 1
+
+
+@pytest.mark.parametrize("batch, size, channels, outputs", [
+    (1, 3, 1100, 20),    # K above one GEMM pass (1024): partial sums stored and reloaded
+    (1, 7, 64, 1000),    # few rows, many weight panels: the two-phase schedule
+    (4, 30, 40, 33),     # many rows: depthwise tiles fused into their GEMM
+])
+def test_kernel_schedules_match_reference(batch, size, channels, outputs):
+    case = dict(batch=batch, height=size, width=size, channels=channels, outputs=outputs,
+                kernel=(3, 3), bias=True, data_format="NHWC", noncontiguous=False, seed=3,
+                call=dict(stride=(2, 1), rate=(1, 1), padding="SAME"), activation="relu")
+    assert len(_run(case)) == 1
+
+
+def test_outputs_beyond_the_cache_are_streamed_and_correct():
+    x, dw, pw, b = _tensors(1, 128, 128, 16, 512, (3, 3), True, "NHWC", seed=5)  # 32 MiB out
+    with kernel_calls() as calls, torch.no_grad():
+        actual = ops.separable_conv2d(x, dw, pw, b, stride=(1, 1), activation="relu6")
+    assert calls[0][-1] is True  # stream
+    _assert_float32_close(actual, _reference(x, dw, pw, b, "relu6", stride=(1, 1)))
+    del actual
+    buffers.release()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_thread_count_does_not_change_a_bit(threads):
+    x, dw, pw, b = _tensors(2, 17, 15, 48, 40, (3, 3), True, "NHWC", seed=9)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.separable_conv2d(x, dw, pw, b, stride=(2, 2), activation="relu")
+        torch.set_num_threads(threads)
+        many = ops.separable_conv2d(x, dw, pw, b, stride=(2, 2), activation="relu")
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("where", ["input", "depthwise", "pointwise"])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_values_propagate_as_the_reference(where, bad):
+    """A padded pixel enters the sum as 0 * w, as in TF: an infinite weight next to padding is NaN."""
+    x, dw, pw, b = _tensors(1, 6, 6, 9, 5, (3, 3), True, "NHWC", seed=2)
+    {"input": lambda: x.__setitem__((0, 5, 0, 3), bad),
+     "depthwise": lambda: dw.__setitem__((2, 2, 3, 0), bad),
+     "pointwise": lambda: pw.__setitem__((0, 0, 3, 1), bad)}[where]()
+    with kernel_calls() as calls:
+        actual = ops.separable_conv2d(x, dw, pw, b, stride=(2, 2), activation="relu")
+    assert len(calls) == 1
+    expected = _reference(x, dw, pw, b, "relu", stride=(2, 2))
+    assert not expected.isfinite().all()
+    assert torch.equal(actual.isnan(), expected.isnan())
+    assert torch.equal(actual.isinf(), expected.isinf())
+    _assert_float32_close(actual, expected)
+
+
+def test_cached_weight_layouts_follow_in_place_updates():
+    x, dw, pw, b = _tensors(1, 8, 8, 12, 20, (3, 3), True, "NHWC", seed=4)
+    for update in (lambda: None, lambda: pw.mul_(-0.5), lambda: dw.add_(1.0), lambda: b.zero_()):
+        update()
+        with kernel_calls() as calls:
+            actual = ops.separable_conv2d(x, dw, pw, b, activation="relu")
+        assert len(calls) == 1
+        _assert_float32_close(actual, _reference(x, dw, pw, b, "relu"))
+
+
+@pytest.mark.parametrize("variant", ["multiplier", "float64", "gradient", "depthwise-only",
+                                     "large-kernel"])
+def test_what_the_kernel_does_not_cover_runs_the_torch_path(variant):
+    x, dw, pw, b = _tensors(1, 9, 9, 4, 6, (3, 3), True, "NHWC", seed=1)
+    if variant == "multiplier":
+        dw = torch.randn(3, 3, 2, 2)
+        x = x[..., :2].contiguous()
+    elif variant == "float64":
+        x, dw, pw, b = (t.double() for t in (x, dw, pw, b))
+    elif variant == "gradient":
+        pw.requires_grad_(True)
+    elif variant == "depthwise-only":
+        pw, b = None, torch.randn(4)
+    else:
+        dw = torch.randn(9, 9, 4, 1)  # 81 taps, above the kernel's 64
+    with kernel_calls() as calls:
+        actual = ops.separable_conv2d(x, dw, pw, b, activation="relu")
+    assert calls == []
+    expected = _reference(x, dw, pw, b, "relu")
+    torch.testing.assert_close(actual.detach().double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_concurrent_callers_share_the_cached_weights_safely():
+    x, dw, pw, b = _tensors(2, 20, 20, 24, 36, (3, 3), True, "NHWC", seed=6)
+    expected = ops.separable_conv2d(x, dw, pw, b, activation="relu")
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append(torch.equal(ops.separable_conv2d(x, dw, pw, b, activation="relu"),
+                                           expected))
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and results == [True] * 160
+
+
+SCRIPT = """
+import torch
+from sepconv._src import native, ops
+x, dw, pw = torch.randn(1, 6, 6, 3), torch.randn(3, 3, 3, 1), torch.randn(1, 1, 3, 4)
+y = ops.separable_conv2d(x, dw, pw, stride=(2, 2))
+expected = ops.separable_conv2d(x.double(), dw.double(), pw.double(), stride=(2, 2))
+print(native.load() is None, bool(torch.allclose(y.double(), expected, atol=1e-5)))
+print(native.status())
+"""
+
+
+@pytest.mark.parametrize("env, reason", [
+    ({"SEPCONV_NATIVE": "0"}, "disabled by SEPCONV_NATIVE=0"),
+    ({"CXX": "/nonexistent/c++"}, "compiling kernels.cpp failed: "),
+])
+def test_without_the_kernel_the_torch_path_gives_the_numbers(env, reason, tmp_path):
+    environment = dict(os.environ, SEPCONV_CACHE_DIR=str(tmp_path), **env)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=environment, capture_output=True,
+                            text=True, timeout=120, check=True)
+    first, status = result.stdout.splitlines()[:2]
+    assert first == "True True"
+    assert status.startswith(reason)
+    assert list(tmp_path.iterdir()) == []  # a failed compile leaves no partial library
+
+
+def test_compiled_library_is_cached_by_content(tmp_path):
+    environment = dict(os.environ, SEPCONV_CACHE_DIR=str(tmp_path))
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", SCRIPT], env=environment,
+                                capture_output=True, text=True, timeout=120, check=True)
+        assert result.stdout.splitlines()[0] == "False True"
+    libraries = list(tmp_path.iterdir())
+    assert [p.name for p in libraries] == [native._library_path().name]
