@@ -111,6 +111,16 @@ def test_kernel_matches_reference(case):
     assert len(_run(case)) == 1
 
 
+@given(kernel_cases(), st.integers(1, 32))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_3x3_kernel_on_few_channels_matches_reference(case, channels):
+    """3x3 with at most 32 channels: interior pixels take the register-resident weights."""
+    rate_h, rate_w = case["call"]["rate"]  # room for the dilated 3x3 window, also under VALID
+    case = dict(case, kernel=(3, 3), channels=channels, height=case["height"] + 2 * rate_h,
+                width=case["width"] + 2 * rate_w + 8)
+    assert len(_run(case)) == 1
+
+
 @pytest.mark.parametrize("batch, size, channels, outputs", [
     (1, 3, 1100, 20),    # K above one GEMM pass (1024): partial sums stored and reloaded
     (1, 7, 64, 1000),    # few rows, many weight panels: the two-phase schedule
@@ -175,8 +185,7 @@ def test_cached_weight_layouts_follow_in_place_updates():
         _assert_float32_close(actual, _reference(x, dw, pw, b, "relu"))
 
 
-@pytest.mark.parametrize("variant", ["multiplier", "float64", "gradient", "depthwise-only",
-                                     "large-kernel"])
+@pytest.mark.parametrize("variant", ["multiplier", "float64", "depthwise-only", "large-kernel"])
 def test_what_the_kernel_does_not_cover_runs_the_torch_path(variant):
     x, dw, pw, b = _tensors(1, 9, 9, 4, 6, (3, 3), True, "NHWC", seed=1)
     if variant == "multiplier":
@@ -184,8 +193,6 @@ def test_what_the_kernel_does_not_cover_runs_the_torch_path(variant):
         x = x[..., :2].contiguous()
     elif variant == "float64":
         x, dw, pw, b = (t.double() for t in (x, dw, pw, b))
-    elif variant == "gradient":
-        pw.requires_grad_(True)
     elif variant == "depthwise-only":
         pw, b = None, torch.randn(4)
     else:
@@ -251,3 +258,20 @@ def test_compiled_library_is_cached_by_content(tmp_path):
         assert result.stdout.splitlines()[0] == "False True"
     libraries = list(tmp_path.iterdir())
     assert [p.name for p in libraries] == [native._library_path().name]
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1)])
+def test_training_forward_runs_the_kernel_and_gradients_match_reference(stride):
+    """The kernel computes the training forward; the backward stays PyTorch's."""
+    x, dw, pw, b = (t.requires_grad_(True)
+                    for t in _tensors(2, 9, 8, 12, 20, (3, 3), True, "NHWC", seed=8))
+    with kernel_calls() as calls:
+        actual = ops.separable_conv2d(x, dw, pw, b, stride=stride, activation="relu6")
+    assert len(calls) == 1 and actual.requires_grad
+    expected = _reference(x, dw, pw, b, "relu6", stride=stride)
+    _assert_float32_close(actual.detach(), expected.detach())
+    cotangent = torch.randn(actual.shape, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(actual, (x, dw, pw, b), cotangent)
+    wants = torch.autograd.grad(expected, (x, dw, pw, b), cotangent.double())
+    for got, want in zip(grads, wants):
+        _assert_float32_close(got, want.double())  # the reference ran in float64

@@ -445,8 +445,9 @@ class _SeparableFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, kernel, weights, biases, geometry, activation):
-        out = _forward_rows(x, kernel, weights, biases, geometry, activation)
+    def forward(ctx, x, kernel, weights, biases, geometry, activation, native_forward):
+        out = (native_forward() if native_forward is not None
+               else _forward_rows(x, kernel, weights, biases, geometry, activation))
         ctx.geometry, ctx.activation = geometry, activation
         ctx.has_biases = biases is not None
         ctx.save_for_backward(x, kernel, weights, out)
@@ -493,7 +494,7 @@ class _SeparableFunction(torch.autograd.Function):
                 if need_kernel:
                     grad_kernel += gk
                 del gx, gk  # before the next chunk allocates its own (see _forward_rows)
-        return grad_x, grad_kernel, grad_weights, grad_biases, None, None
+        return grad_x, grad_kernel, grad_weights, grad_biases, None, None, None
 
 
 def _plan_uncached(spatial, kernel, stride, rate, padding):
@@ -511,7 +512,7 @@ def _plan(*args):
 
 
 def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
-                activation, needs_grad):
+                activation, needs_grad, native_forward=None):
     """The layer's output as rows ``[N*H_out*W_out, channels_out]``, by the fastest path."""
     kernel = _cached(("depthwise", lead_zeros), (depthwise_weights,),
                      lambda w: _expanded_depthwise_kernel(w, lead_zeros))
@@ -526,7 +527,8 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
         # One traceable graph for torch.compile, which does its own fusion.
         return _pointwise_(_rows(geometry.depthwise(x, kernel)), weights, biases, activation)
     if needs_grad:
-        return _SeparableFunction.apply(x, kernel, weights, biases, geometry, activation)
+        return _SeparableFunction.apply(x, kernel, weights, biases, geometry, activation,
+                                        native_forward)
     blocks = _gemm_column_blocks(x, geometry, weights.shape[1])
     if blocks > 1:
         weight_blocks, bias_blocks = _cached(("column blocks", blocks), (pointwise_weights, biases),
@@ -537,8 +539,12 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
 
 
 def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, pads, out_size,
-                plan, activation, needs_grad):
-    """The layer's rows by PyTorch's conv and GEMM (training, and whatever the kernel cannot run)."""
+                plan, activation, needs_grad, native_forward):
+    """The layer's rows by PyTorch's conv and GEMM (training, and whatever the kernel cannot run).
+
+    ``native_forward``, if given, computes the training forward (the
+    backward is PyTorch's either way).
+    """
     conv_padding, lead_zeros, needs_pad = plan
     (top, bottom), (left, right) = pads
     asymmetric = (top, left) != (bottom, right)
@@ -554,14 +560,14 @@ def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, p
     geometry = _Geometry(stride, rate, conv_padding, x.shape[1], out_size,
                          None if zero_tap or not asymmetric else (left, right, top, bottom))
     rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
-                       activation, needs_grad)
+                       activation, needs_grad, native_forward)
     if zero_tap and not bool(torch.isfinite(rows.sum())):
         # The zero tap multiplies a real pixel: 0 * inf is NaN where TF reads
         # no pixel. A non-finite result (rare) is recomputed the exact way;
         # checking the fresh, cache-resident output is cheaper than the input.
         geometry.padding, geometry.explicit = (0, 0), (left, right, top, bottom)
         rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, (0, 0),
-                           activation, needs_grad)
+                           activation, needs_grad, native_forward)
     return rows
 
 
@@ -646,15 +652,19 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad
         for t in (inputs, depthwise_weights, pointwise_weights, biases))
-    library = None if needs_grad else _native_library(x, depthwise_weights, pointwise_weights, biases)
+    library = _native_library(x, depthwise_weights, pointwise_weights, biases)
+    native_forward = None
     if library is not None:
         (top, _), (left, _) = pads
-        rows = _native_rows(library, x, depthwise_weights, pointwise_weights, biases,
-                            (tuple(stride), tuple(rate), (top, left), (out_h, out_w)), activation)
+        native_forward = functools.partial(
+            _native_rows, library, x, depthwise_weights, pointwise_weights, biases,
+            (tuple(stride), tuple(rate), (top, left), (out_h, out_w)), activation)
+    if native_forward is not None and not needs_grad:
+        rows = native_forward()
     else:
         rows = _torch_rows(x, depthwise_weights, pointwise_weights, biases, tuple(stride),
                            tuple(rate), pads, (out_h, out_w), (conv_padding, lead_zeros, needs_pad),
-                           activation, needs_grad)
+                           activation, needs_grad, native_forward)
     out = rows.view(inputs.shape[0], out_h, out_w, rows.shape[1])
     return out if data_format == "NHWC" else out.permute(0, 3, 1, 2)
 
