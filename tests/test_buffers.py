@@ -13,6 +13,7 @@ import reference
 def small_pool(monkeypatch):
     """Thresholds scaled down so that small tensors exercise the pool; an empty pool each test."""
     monkeypatch.setattr(buffers, "LARGE_BYTES", 1024)
+    monkeypatch.setattr(ops, "KERNEL_POOL_BYTES", 1024)
     monkeypatch.setattr(buffers, "POOL_MAX_BYTES", 16 * 1024)
     buffers.release()
     yield
@@ -120,3 +121,20 @@ def test_threads_never_share_a_live_buffer():
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+@pytest.mark.parametrize("dtype, pooled_from", [(torch.float32, "KERNEL_POOL_BYTES"),
+                                                 (torch.float64, "LARGE_BYTES")])
+def test_each_path_pools_its_outputs_from_its_own_size(dtype, pooled_from, monkeypatch):
+    """The compiled kernel (float32) pools from KERNEL_POOL_BYTES, the PyTorch path from LARGE_BYTES."""
+    gen = torch.Generator().manual_seed(3)
+    x, dw, pw, b = (torch.randn(shape, generator=gen, dtype=dtype)
+                    for shape in ((3, 6, 5, 4), (3, 3, 4, 1), (1, 1, 4, 6), (6,)))
+    nbytes = _layer(x, dw, pw, b).numel() * x.element_size()
+    for name in ("LARGE_BYTES", "KERNEL_POOL_BYTES"):
+        module = ops if name == "KERNEL_POOL_BYTES" else buffers
+        monkeypatch.setattr(module, name, nbytes if name == pooled_from else nbytes + 1)
+    buffers.release()
+    with torch.no_grad():
+        _layer(x, dw, pw, b)
+    assert buffers.pooled_bytes() == nbytes

@@ -34,15 +34,17 @@ _pool = []  # flat tensors, oldest first
 _madvise = None
 
 
-def large_empty(shape, like):
+def large_empty(shape, like, min_bytes=None):
     """``like.new_empty(shape)``; from a recycled, huge-page-advised buffer when large.
+
+    ``min_bytes`` (default ``LARGE_BYTES``) is the size from which the pool serves.
 
     Example:
         >>> large_empty((2, 3), torch.ones(1, dtype=torch.float64)).dtype
         torch.float64
     """
     numel = math.prod(shape)
-    if not is_large(numel, like):
+    if not is_large(numel, like, min_bytes):
         return like.new_empty(shape)
     if not _CAN_COUNT_USES:
         return _fresh(like, numel).view(shape)
@@ -57,9 +59,10 @@ def large_empty(shape, like):
     return out
 
 
-def is_large(numel, like):
+def is_large(numel, like, min_bytes=None):
     """Whether ``numel`` elements of ``like``'s dtype and device come from the pool."""
-    return numel * like.element_size() >= LARGE_BYTES and like.device.type == "cpu"
+    threshold = LARGE_BYTES if min_bytes is None else min_bytes
+    return numel * like.element_size() >= threshold and like.device.type == "cpu"
 
 
 def release():

@@ -571,6 +571,14 @@ def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, p
     return rows
 
 
+# The kernel's outputs come from the pool from 4 MiB on (the PyTorch path's
+# from 32 MiB). In the benchmark, where other engines' allocations come
+# between calls, a fresh 25.7 MB output (16x56x56x128) faulted its pages in
+# again on some runs: 12.6-17.7 ms per call against 11.3-11.8 ms pooled
+# (2 threads, two runs each).
+KERNEL_POOL_BYTES = 4 << 20
+
+
 def _native_library(x, depthwise_weights, pointwise_weights, biases):
     """The compiled kernel if it can run this inference call, else None.
 
@@ -592,7 +600,7 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
     """The layer's rows ``[N*H_out*W_out, out]`` from the compiled kernel (see ``native``)."""
     oh, ow = geometry[3]
     channels_out = pointwise_weights.shape[3]
-    out = buffers.large_empty((x.shape[0] * oh * ow, channels_out), x)
+    out = buffers.large_empty((x.shape[0] * oh * ow, channels_out), x, KERNEL_POOL_BYTES)
     if out.numel() == 0:
         return out
     depthwise = _cached(("native depthwise",), (depthwise_weights,),
