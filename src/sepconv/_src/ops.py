@@ -580,18 +580,21 @@ KERNEL_POOL_BYTES = 4 << 20
 
 
 def _native_library(x, depthwise_weights, pointwise_weights, biases):
-    """The compiled kernel if it can run this inference call, else None.
+    """The compiled kernel if it can compute this call's forward, else None.
 
     It covers the common case: float32 on the CPU, depth multiplier 1, a
-    pointwise stage. Everything else, and every call that needs a gradient,
-    runs the PyTorch path.
+    pointwise stage. Everything else runs the PyTorch path; a call that needs
+    a gradient runs its forward here and its backward in PyTorch.
     """
-    if pointwise_weights is None or x.device.type != "cpu" or _compiling():
+    if pointwise_weights is None or x.device.type != "cpu":
         return None
     kh, kw, _, multiplier = depthwise_weights.shape
-    operands = (x, depthwise_weights, pointwise_weights) + (() if biases is None else (biases,))
-    if (multiplier != 1 or kh * kw > native.MAX_TAPS
-            or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in operands)):
+    if multiplier != 1 or kh * kw > native.MAX_TAPS:
+        return None
+    for operand in (x, depthwise_weights, pointwise_weights, biases):
+        if operand is not None and (operand.dtype != torch.float32 or operand.device.type != "cpu"):
+            return None
+    if _compiling():
         return None
     return native.load()
 
@@ -603,18 +606,23 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
     out = buffers.large_empty((x.shape[0] * oh * ow, channels_out), x, KERNEL_POOL_BYTES)
     if out.numel() == 0:
         return out
-    depthwise = _cached(("native depthwise",), (depthwise_weights,),
-                        lambda w: w.reshape(w.shape[:3]).contiguous())
-    packed = _cached(("native pointwise",), (pointwise_weights,), native.pack_pointwise)
+    depthwise, packed = _cached(("native",), (depthwise_weights, pointwise_weights),
+                                _native_weights)
     # Non-temporal stores for outputs beyond the cache: no read of the lines they overwrite.
     stream = (buffers.is_large(out.numel(), x) and channels_out % 8 == 0
               and out.data_ptr() % 32 == 0)
     # A strided input pays one copy, as it does in oneDNN's conv on the PyTorch path.
     x = x.contiguous(memory_format=torch.channels_last)
-    native.separable_forward(library, x.permute(0, 2, 3, 1), depthwise, packed,
+    native.separable_forward(library, x, depthwise, packed,
                              None if biases is None else biases.contiguous(), out, geometry,
                              activation, stream)
     return out
+
+
+def _native_weights(depthwise_weights, pointwise_weights):
+    """The kernel's weight layouts: depthwise ``[kh, kw, c]``, pointwise packed in panels."""
+    return (depthwise_weights.reshape(depthwise_weights.shape[:3]).contiguous(),
+            native.pack_pointwise(pointwise_weights))
 
 
 def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=None, *,

@@ -105,9 +105,13 @@ def _load():
 
 def load():
     """The compiled kernel library, or None (then :func:`status` says why)."""
+    if "library" in _loaded:  # settled once: no lock on the per-call path
+        return _loaded["library"]
     with _lock:
         if "library" not in _loaded:
-            _loaded["library"], _loaded["status"] = _load()
+            library, message = _load()
+            _loaded["status"] = message
+            _loaded["library"] = library  # last: its presence means both are set
         return _loaded["library"]
 
 
@@ -130,7 +134,7 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
 
     Args:
         library: from :func:`load`.
-        x: contiguous NHWC float32 input ``[n, h, w, c]``.
+        x: float32 ``[n, c, h, w]`` in ``channels_last`` memory (NHWC order).
         depthwise: contiguous ``[kh, kw, c]`` float32 (depth multiplier 1).
         packed: from :func:`pack_pointwise`.
         biases: contiguous ``[N_out]`` float32, or None.
@@ -140,11 +144,22 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
         stream: write the output with non-temporal stores (``out`` 32-byte
             aligned, ``N_out`` a multiple of 8).
     """
-    n, h, w, c = x.shape
-    (sh, sw), (rh, rw), (pad_top, pad_left), (oh, ow) = geometry
-    params = (ctypes.c_int64 * 17)(n, h, w, c, depthwise.shape[0], depthwise.shape[1], sh, sw,
-                                   rh, rw, pad_top, pad_left, oh, ow, out.shape[1],
-                                   ACTIVATIONS[activation], int(stream))
+    n, c, h, w = x.shape
+    key = (n, h, w, c, depthwise.shape[0], depthwise.shape[1], geometry, out.shape[1],
+           activation, stream)
+    params = _params.get(key)
+    if params is None:
+        (sh, sw), (rh, rw), (pad_top, pad_left), (oh, ow) = geometry
+        params = (ctypes.c_int64 * 17)(n, h, w, c, key[4], key[5], sh, sw, rh, rw, pad_top,
+                                       pad_left, oh, ow, out.shape[1], ACTIVATIONS[activation],
+                                       int(stream))
+        if len(_params) >= 1024:  # shapes seen by a long-lived process stay bounded
+            _params.clear()
+        _params[key] = params
     library.sepconv_separable_forward(x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
                                       0 if biases is None else biases.data_ptr(), out.data_ptr(),
                                       ctypes.addressof(params))
+
+
+# The kernel's parameter block per call shape: building it costs more than the lookup.
+_params = {}
