@@ -285,9 +285,15 @@ int64_t tile_rows(const Layer& L) {
 
 void forward(const Layer& L, const Operands& op) {
   const int64_t m = L.n * L.oh * L.ow, panels = (L.nout + NR - 1) / NR;
-  const int64_t tile = tile_rows(L), tiles = (m + tile - 1) / tile;
-  if (tiles >= 8 * at::get_num_threads()) {
-    // Enough tiles for every thread: each depthwise tile goes straight into its GEMM.
+  const int64_t threads = at::get_num_threads();
+  int64_t tile = tile_rows(L), tiles = (m + tile - 1) / tile;
+  if (tiles >= 8 * threads) {
+    // Enough tiles for every thread: each depthwise tile goes straight into its
+    // GEMM. Each thread gets as many tiles: 1x56x56x128 at 2 threads took
+    // 0.72 ms as 17 tiles and 0.67 ms as 18 smaller ones.
+    tiles = (tiles + threads - 1) / threads * threads;
+    tile = ((m + tiles - 1) / tiles + MR - 1) / MR * MR;
+    tiles = (m + tile - 1) / tile;
     at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> a(tile * L.c);
       for (int64_t t = begin; t < end; ++t) {
