@@ -275,3 +275,14 @@ def test_training_forward_runs_the_kernel_and_gradients_match_reference(stride):
     wants = torch.autograd.grad(expected, (x, dw, pw, b), cotangent.double())
     for got, want in zip(grads, wants):
         _assert_float32_close(got, want.double())  # the reference ran in float64
+
+
+def test_an_unusable_cache_directory_falls_back_to_the_temporary_one(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache directory should be: mkdir fails, even as root
+    environment = dict(os.environ, SEPCONV_CACHE_DIR=str(blocked / "cache"), TMPDIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=environment, capture_output=True,
+                            text=True, timeout=120, check=True)
+    first, status = result.stdout.splitlines()[:2]
+    assert first == "False True", status
+    assert status.startswith(f"compiled kernel {tmp_path}")

@@ -6,7 +6,8 @@ GEMM on pre-packed weights with bias and activation applied in its store.
 It is a C++ file with no Python binding: it is compiled with the machine's
 C++ compiler against the installed PyTorch (its headers, and its thread
 pool, so ``torch.set_num_threads`` governs it), cached under
-``$SEPCONV_CACHE_DIR`` (default ``~/.cache/sepconv``), and called through
+``$SEPCONV_CACHE_DIR`` (default ``~/.cache/sepconv``; the temporary
+directory if that cannot be written), and called through
 ``ctypes``, which releases the GIL for the call.
 
 Without a compiler, on a CPU without AVX2 and FMA, off x86-64, with a
@@ -60,8 +61,20 @@ def _library_path():
     return cache_dir() / f"sepconv-kernels-{digest.hexdigest()[:16]}.so"
 
 
+def _writable(path):
+    """``path``, or the same name in the temporary directory if its folder cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.access(path.parent, os.W_OK):
+            return path
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"sepconv-{os.getuid()}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback / path.name
+
+
 def _compile(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Compiled beside its final name, then renamed: a concurrent process sees
     # either no library or a whole one.
     fd, partial = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
@@ -88,7 +101,7 @@ def _load():
     reason = _unavailable_reason()
     if reason is not None:
         return None, reason
-    path = _library_path()
+    path = _writable(_library_path())
     try:
         if not path.exists():
             _compile(path)
