@@ -8,13 +8,13 @@ there is no second implementation of the math.
 Why the fast path looks the way it does (measured gains in
 ``docs/performance.md``):
 
-* Float32 inference with depth multiplier 1 runs a compiled kernel
-  (``native/kernels.cpp``, built on first use): depthwise into a
-  cache-resident tile, then the pointwise GEMM on pre-packed weights with
-  bias and activation applied as it stores. It pads exactly as TF does. The
-  rest of this list is the PyTorch path, which runs everything else
-  (training, float64, depth multipliers above 1) and all of it when the
-  kernel cannot be built.
+* The float32 forward with depth multiplier 1 (inference, and a training
+  step's forward) runs a compiled kernel (``native/kernels.cpp``, built on
+  first use): depthwise into a cache-resident tile, then the pointwise GEMM
+  on pre-packed weights with bias and activation applied as it stores. It
+  pads exactly as TF does. The rest of this list is the PyTorch path, which
+  runs everything else (the backward, float64, depth multipliers above 1)
+  and all of it when the kernel cannot be built.
 * The layer runs in NHWC memory order whatever ``data_format`` says. An NHWC
   tensor viewed as NCHW is a zero-copy ``channels_last`` tensor, which is
   what oneDNN's depthwise kernel wants, and in NHWC the pointwise stage is a
@@ -540,10 +540,10 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
 
 def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, pads, out_size,
                 plan, activation, needs_grad, native_forward):
-    """The layer's rows by PyTorch's conv and GEMM (training, and whatever the kernel cannot run).
+    """The layer's rows by PyTorch's conv and GEMM: training, and what the kernel cannot run.
 
-    ``native_forward``, if given, computes the training forward (the
-    backward is PyTorch's either way).
+    ``native_forward``, if given, computes a training step's forward instead
+    (the backward is PyTorch's either way).
     """
     conv_padding, lead_zeros, needs_pad = plan
     (top, bottom), (left, right) = pads
