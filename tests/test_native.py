@@ -286,3 +286,34 @@ def test_an_unusable_cache_directory_falls_back_to_the_temporary_one(tmp_path):
     first, status = result.stdout.splitlines()[:2]
     assert first == "False True", status
     assert status.startswith(f"compiled kernel {tmp_path}")
+
+
+OUT_OF_MEMORY = """
+import resource, torch
+from sepconv._src import ops
+# 64 threads: the few-rows schedule, whose work buffer holds the depthwise
+# output of all 15,000 rows (61 MB), against a 60 KB output.
+torch.set_num_threads(64)
+dw, pw = torch.randn(3, 3, 1024, 1), torch.randn(1, 1, 1024, 1)
+ops.separable_conv2d(torch.randn(1, 4, 4, 1024), dw, pw)  # threads started, weights cached
+x = torch.randn(1, 100, 150, 1024)
+vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (8 << 20), resource.RLIM_INFINITY))
+try:
+    ops.separable_conv2d(x, dw, pw)
+    print("no error")
+except MemoryError as error:
+    print(error)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print(tuple(ops.separable_conv2d(x[:, :4], dw, pw).shape))
+"""
+
+
+def test_a_failed_allocation_in_the_kernel_raises_memory_error_and_the_process_goes_on():
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "sepconv's kernel could not allocate its work buffer for an NHWC input of shape "
+        "(1, 100, 150, 1024) and 1 output channels",
+        "(1, 4, 150, 1)"]

@@ -111,7 +111,7 @@ def _load():
         return None, f"compiling {SOURCE.name} failed: {detail.strip()[-500:]}"
     if not library.sepconv_native_supported():
         return None, "this CPU lacks AVX2 or FMA"
-    library.sepconv_separable_forward.restype = None
+    library.sepconv_separable_forward.restype = ctypes.c_int
     library.sepconv_separable_forward.argtypes = [ctypes.c_void_p] * 6
     return library, f"compiled kernel {path}"
 
@@ -156,6 +156,9 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
         activation: None, ``'relu'`` or ``'relu6'``.
         stream: write the output with non-temporal stores (``out`` 32-byte
             aligned, ``N_out`` a multiple of 8).
+
+    Raises:
+        MemoryError: the kernel could not allocate its work buffer.
     """
     n, c, h, w = x.shape
     key = (n, h, w, c, depthwise.shape[0], depthwise.shape[1], geometry, out.shape[1],
@@ -169,9 +172,12 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
         if len(_params) >= 1024:  # shapes seen by a long-lived process stay bounded
             _params.clear()
         _params[key] = params
-    library.sepconv_separable_forward(x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
-                                      0 if biases is None else biases.data_ptr(), out.data_ptr(),
-                                      ctypes.addressof(params))
+    failed = library.sepconv_separable_forward(
+        x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
+        0 if biases is None else biases.data_ptr(), out.data_ptr(), ctypes.addressof(params))
+    if failed:
+        raise MemoryError(f"sepconv's kernel could not allocate its work buffer for an NHWC "
+                          f"input of shape {(n, h, w, c)} and {out.shape[1]} output channels")
 
 
 # The kernel's parameter block per call shape: building it costs more than the lookup.

@@ -336,12 +336,19 @@ int sepconv_native_supported() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-void sepconv_separable_forward(const float* x, const float* dw, const float* packed,
-                               const float* bias, float* y, const int64_t* params) {
+// 0 on success, 1 if a work buffer could not be allocated: no C++ exception
+// may cross into Python (it would end the process).
+int sepconv_separable_forward(const float* x, const float* dw, const float* packed,
+                              const float* bias, float* y, const int64_t* params) {
   Layer L;
   std::memcpy(&L, params, sizeof(Layer));
-  const std::vector<float> zeros(L.c, 0.0f);
-  forward(L, Operands{x, dw, packed, bias, y, zeros.data()});
+  try {
+    const std::vector<float> zeros(L.c, 0.0f);
+    forward(L, Operands{x, dw, packed, bias, y, zeros.data()});
+  } catch (const std::exception&) {  // std::bad_alloc, also rethrown from a worker thread
+    return 1;
+  }
+  return 0;
 }
 
 }  // extern "C"
