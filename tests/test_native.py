@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import reference
 from sepconv._src import buffers, native, ops
+from strategies import geometries
 
 
 def test_kernel_is_compiled_and_loaded_on_this_machine():
@@ -76,16 +77,9 @@ def _assert_float32_close(actual, expected):
 
 @st.composite
 def kernel_cases(draw):
-    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    if draw(st.booleans()):
-        stride, rate = (draw(st.integers(1, 3)), draw(st.integers(1, 3))), (1, 1)
-    else:
-        stride, rate = (1, 1), (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = draw(st.sampled_from(["SAME", "VALID"]))
-    low = [(k - 1) * r + 1 for k, r in zip(kernel, rate)] if padding == "VALID" else (1, 1)
+    kernel, stride, rate, padding, (height, width) = draw(geometries(max_kernel=5, max_extra=9))
     return dict(
-        batch=draw(st.integers(1, 3)),
-        height=draw(st.integers(low[0], low[0] + 9)), width=draw(st.integers(low[1], low[1] + 9)),
+        batch=draw(st.integers(1, 3)), height=height, width=width,
         # Channels below, at and past the kernel's 8- and 32-wide blocks; outputs past 16-wide panels.
         channels=draw(st.integers(1, 70)), outputs=draw(st.integers(1, 40)), kernel=kernel,
         bias=draw(st.booleans()), data_format=draw(st.sampled_from(["NHWC", "NCHW"])),

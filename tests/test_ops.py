@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import reference
 import sepconv as sc
+from strategies import geometries
 from sepconv._src import ops
 
 F64 = dict(atol=1e-10, rtol=1e-10)
@@ -63,15 +64,7 @@ def test_conv_geometry_rejects_rate_with_stride():
 @st.composite
 def layer_cases(draw):
     """Arguments of one layer call; rate and stride never both above 1 (TF's rule)."""
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    if draw(st.booleans()):
-        stride, rate = (draw(st.integers(1, 3)), draw(st.integers(1, 3))), (1, 1)
-    else:
-        stride, rate = (1, 1), (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = draw(st.sampled_from(["SAME", "VALID"]))
-    effective = [(k - 1) * r + 1 for k, r in zip(kernel, rate)]
-    low = effective if padding == "VALID" else (1, 1)
-    height, width = (draw(st.integers(low[0], low[0] + 7)), draw(st.integers(low[1], low[1] + 7)))
+    kernel, stride, rate, padding, (height, width) = draw(geometries(max_kernel=4, max_extra=7))
     return dict(
         batch=draw(st.integers(1, 2)), height=height, width=width,
         channels=draw(st.integers(1, 4)), multiplier=draw(st.integers(1, 3)),
