@@ -1,10 +1,10 @@
-// The separable layer's inference forward in one pass: depthwise (depth
+// The separable layer's forward (inference, and a training step's forward) in one pass: depthwise (depth
 // multiplier 1) into a cache-resident tile, then the pointwise GEMM on
 // pre-packed weights with bias and activation applied in its store, float32,
 // NHWC. Threads come from PyTorch's own pool (at::parallel_for), so
 // torch.set_num_threads governs this kernel as it does every torch op.
 //
-// Compiled on first use by native.py; every function needing AVX2/FMA is
+// Compiled on first use by native/__init__.py; every function needing AVX2/FMA is
 // compiled for those only (target attribute) and called only after
 // sepconv_native_supported() said the CPU has them.
 #include <ATen/Parallel.h>
@@ -22,7 +22,7 @@ constexpr int64_t MR = 6;   // rows per micro-kernel call
 constexpr int64_t NR = 16;  // columns per packed weight panel (two AVX registers)
 constexpr int64_t KC = 1024; // GEMM depth per pass (a 1024 x NR block is 64 KiB, in L2): one pass up to K = 1024
 
-// Parameters, in the order native.py packs them into one int64 array.
+// Parameters, in the order native/__init__.py packs them into one int64 array.
 struct Layer {
   int64_t n, h, w, c, kh, kw, sh, sw, rh, rw, pad_top, pad_left, oh, ow, nout, act, stream;
 };
@@ -37,7 +37,7 @@ struct Operands {
   const float* zeros;  // c zeros: the padded pixel, so 0 * w still enters the sum as in TF
 };
 
-constexpr int64_t kMaxTaps = 64;  // native.py sends larger kernels down the torch path
+constexpr int64_t kMaxTaps = 64;  // ops sends larger kernels down the PyTorch path
 
 // One output pixel, all channels, from its taps' input pixels xs[t]; taps in
 // order, each a fused multiply-add onto the running sum from zero.
