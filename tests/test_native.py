@@ -1,9 +1,11 @@
-"""The compiled inference kernel (``sepconv._src.native``) against the float64 reference.
+"""The compiled kernel (``sepconv._src.native``) against the float64 reference.
 
-Every float32 inference call with depth multiplier 1 and a pointwise stage
-runs the kernel; these tests check that it does, that its numbers are the
-reference's within float32 rounding on every geometry, and that everything
-it does not cover goes to the PyTorch path.
+Every float32 call with depth multiplier 1 and a pointwise stage runs the
+kernel's forward, and a training step on at least as many images as threads
+with up to ``NATIVE_BACKWARD_MAX_WEIGHTS`` pointwise weights its backward;
+these tests check that it does, that its numbers are the reference's within
+float32 rounding on every geometry, and that everything it does not cover
+goes to the PyTorch path.
 """
 import contextlib
 import os
@@ -28,19 +30,19 @@ def test_kernel_is_compiled_and_loaded_on_this_machine():
 
 
 @contextlib.contextmanager
-def kernel_calls():
-    """Records the arguments of every kernel call made inside the block."""
-    calls, run = [], native.separable_forward
+def kernel_calls(entry="separable_forward"):
+    """Records the arguments of every call of the kernel's ``entry`` made inside the block."""
+    calls, run = [], getattr(native, entry)
 
     def spy(*args):
         calls.append(args)
         return run(*args)
 
-    native.separable_forward = spy
+    setattr(native, entry, spy)
     try:
         yield calls
     finally:
-        native.separable_forward = run
+        setattr(native, entry, run)
 
 
 def _tensors(batch, height, width, channels, outputs, kernel, bias, data_format, seed,
@@ -254,21 +256,98 @@ def test_compiled_library_is_cached_by_content(tmp_path):
     assert [p.name for p in libraries] == [native._library_path().name]
 
 
-@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1)])
-def test_training_forward_runs_the_kernel_and_gradients_match_reference(stride):
-    """The kernel computes the training forward; the backward stays PyTorch's."""
-    x, dw, pw, b = (t.requires_grad_(True)
-                    for t in _tensors(2, 9, 8, 12, 20, (3, 3), True, "NHWC", seed=8))
-    with kernel_calls() as calls:
-        actual = ops.separable_conv2d(x, dw, pw, b, stride=stride, activation="relu6")
-    assert len(calls) == 1 and actual.requires_grad
-    expected = _reference(x, dw, pw, b, "relu6", stride=stride)
+def _training_step(x, dw, pw, b, activation, cotangent_seed=1, **kwargs):
+    """Output and gradients of sepconv and of the float64 reference, and the kernel's calls."""
+    x, dw, pw, b = (None if t is None else t.requires_grad_(True) for t in (x, dw, pw, b))
+    wrt = [t for t in (x, dw, pw, b) if t is not None]
+    with kernel_calls() as forwards, kernel_calls("separable_backward") as backwards:
+        actual = ops.separable_conv2d(x, dw, pw, b, activation=activation, **kwargs)
+        cotangent = torch.randn(actual.shape, generator=torch.Generator().manual_seed(cotangent_seed))
+        grads = torch.autograd.grad(actual, wrt, cotangent)
+    expected = _reference(x, dw, pw, b, activation, **kwargs)
+    wants = torch.autograd.grad(expected, wrt, cotangent.double())
     _assert_float32_close(actual.detach(), expected.detach())
-    cotangent = torch.randn(actual.shape, generator=torch.Generator().manual_seed(1))
-    grads = torch.autograd.grad(actual, (x, dw, pw, b), cotangent)
-    wants = torch.autograd.grad(expected, (x, dw, pw, b), cotangent.double())
     for got, want in zip(grads, wants):
-        _assert_float32_close(got, want.double())  # the reference ran in float64
+        _assert_float32_close(got, want.double())  # float64 reference, rounded to float32 at the end
+    return len(forwards), len(backwards)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1)])
+def test_training_step_runs_the_kernel_and_gradients_match_reference(stride):
+    tensors = _tensors(max(2, torch.get_num_threads()), 9, 8, 12, 20, (3, 3), True, "NHWC", seed=8)
+    assert _training_step(*tensors, "relu6", stride=stride) == (1, 1)
+
+
+@given(kernel_cases())
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_kernel_backward_matches_reference(case):
+    """Every geometry, both layouts, strided inputs, each activation, with and without bias."""
+    batch = max(case["batch"], torch.get_num_threads())
+    x, dw, pw, b = _tensors(batch, case["height"], case["width"], case["channels"],
+                            case["outputs"], case["kernel"], case["bias"], case["data_format"],
+                            case["seed"], case["noncontiguous"])
+    kwargs = dict(case["call"], data_format=case["data_format"])
+    assert _training_step(x, dw, pw, b, case["activation"], **kwargs) == (1, 1)
+
+
+@pytest.mark.parametrize("channels, outputs, kernel", [
+    (5, 1100, (3, 3)),   # the input gradient's GEMM over more than one 1024-deep pass
+    (37, 3, (5, 2)),     # a narrow panel, a tail of channels, an unsquare kernel
+    (1, 1, (1, 1)),
+    (300, 40, (3, 3)),   # wide channels: several passes of the packed weight-gradient sum per thread
+])
+def test_kernel_backward_edge_shapes_match_reference(channels, outputs, kernel):
+    tensors = _tensors(max(2, torch.get_num_threads()), 11, 7, channels, outputs, kernel, True,
+                       "NHWC", seed=12)
+    assert _training_step(*tensors, "relu", stride=(1, 2)) == (1, 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_kernel_backward_with_each_thread_count_matches_reference(threads):
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        tensors = _tensors(5, 10, 10, 16, 24, (3, 3), True, "NHWC", seed=13)
+        assert _training_step(*tensors, "relu") == (1, 1)
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("variant", ["wide", "few-images"])
+def test_what_the_kernel_backward_does_not_cover_runs_the_torch_backward(variant):
+    saved = torch.get_num_threads()
+    try:
+        if variant == "wide":  # more pointwise weights than the kernel's per-thread sums hold
+            channels, outputs = 257, ops.NATIVE_BACKWARD_MAX_WEIGHTS // 256
+            torch.set_num_threads(1)
+        else:  # fewer images than threads: whole images per thread would leave one idle
+            channels, outputs = 8, 8
+            torch.set_num_threads(2)
+        tensors = _tensors(1, 6, 6, channels, outputs, (3, 3), True, "NHWC", seed=14)
+        assert _training_step(*tensors, "relu") == (1, 0)
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("activation, blocked", [("relu", -1.0), ("relu6", 7.0)])
+def test_kernel_backward_gives_exact_zeros_where_the_activation_blocks(activation, blocked):
+    """Where the output is clamped, the gradient is 0 even for an infinite cotangent, as in torch."""
+    x, dw, pw, b = _tensors(2, 6, 6, 8, 16, (3, 3), False, "NHWC", seed=15)
+    x, dw, pw = x.abs(), dw.abs(), pw.abs()
+    pw[..., :8] = blocked  # the first 8 outputs are clamped everywhere
+    wrt = [t.requires_grad_(True) for t in (x, dw, pw)]
+    with kernel_calls("separable_backward") as backwards:
+        out = ops.separable_conv2d(x, dw, pw, activation=activation)
+        cotangent = torch.ones(out.shape)
+        cotangent[..., :8] = float("inf")
+        grads = torch.autograd.grad(out, wrt, cotangent)
+        cotangent[..., :8] = 0.0
+        finite = torch.autograd.grad(ops.separable_conv2d(x, dw, pw, activation=activation), wrt,
+                                     cotangent)
+    assert len(backwards) == 2
+    for got, want in zip(grads, finite):
+        assert got.isfinite().all()
+        assert torch.equal(got, want)
 
 
 def test_an_unusable_cache_directory_falls_back_to_the_temporary_one(tmp_path):

@@ -12,9 +12,13 @@ Why the fast path looks the way it does (measured gains in
   step's forward) runs a compiled kernel (``native/kernels.cpp``, built on
   first use): depthwise into a cache-resident tile, then the pointwise GEMM
   on pre-packed weights with bias and activation applied as it stores. It
-  pads exactly as TF does. The rest of this list is the PyTorch path, which
-  runs everything else (the backward, float64, depth multipliers above 1)
-  and all of it when the kernel cannot be built.
+  pads exactly as TF does. It also runs a training step's backward when the
+  batch has at least one image per thread and the pointwise weights are at
+  most ``NATIVE_BACKWARD_MAX_WEIGHTS``: whole images per thread, the
+  depthwise output recomputed per row tile, every intermediate in cache. The
+  rest of this list is the PyTorch path, which runs everything else (deeper
+  layers' backward, float64, depth multipliers above 1) and all of it when
+  the kernel cannot be built.
 * The layer runs in NHWC memory order whatever ``data_format`` says. An NHWC
   tensor viewed as NCHW is a zero-copy ``channels_last`` tensor, which is
   what oneDNN's depthwise kernel wants, and in NHWC the pointwise stage is a
@@ -28,7 +32,8 @@ Why the fast path looks the way it does (measured gains in
 * Large batches run image group by image group (``CHUNK_BYTES``), so the
   depthwise intermediate stays in cache on its way to the GEMM.
 * Training goes through ``_SeparableFunction``, which saves only the input
-  and the output and recomputes the cheap depthwise stage in backward.
+  and the output and recomputes the cheap depthwise stage in backward (in
+  the kernel or in PyTorch).
 * Bias and activation are applied in place on the GEMM output, which the
   GEMM's backward does not need, so this is safe under autograd.
 * The layer allocates its output itself; from 32 MB on, from recycled,
@@ -441,14 +446,17 @@ class _SeparableFunction(torch.autograd.Function):
     Saves only the input and the output: the depthwise output is recomputed
     per chunk in backward (it is the cheap stage), so it never occupies
     memory between forward and backward, and every intermediate of the
-    backward stays in cache.
+    backward stays in cache. ``native_forward`` / ``native_backward``, when
+    given, are the compiled kernel's calls; the backward's returns None
+    where PyTorch's backward below is the faster one.
     """
 
     @staticmethod
-    def forward(ctx, x, kernel, weights, biases, geometry, activation, native_forward):
+    def forward(ctx, x, kernel, weights, biases, geometry, activation, native_forward,
+                native_backward):
         out = (native_forward() if native_forward is not None
                else _forward_rows(x, kernel, weights, biases, geometry, activation))
-        ctx.geometry, ctx.activation = geometry, activation
+        ctx.geometry, ctx.activation, ctx.native_backward = geometry, activation, native_backward
         ctx.has_biases = biases is not None
         ctx.save_for_backward(x, kernel, weights, out)
         return out
@@ -458,7 +466,14 @@ class _SeparableFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, kernel, weights, out = ctx.saved_tensors
         geometry, activation = ctx.geometry, ctx.activation
-        need_x, need_kernel, need_weights, need_biases = ctx.needs_input_grad[:4]
+        needs = ctx.needs_input_grad[:4]
+        if ctx.native_backward is not None:
+            grads = ctx.native_backward(x, kernel, weights, grad_out, out, activation,
+                                        ctx.has_biases)
+            if grads is not None:
+                return (*(g if need else None for g, need in zip(grads, needs)),
+                        None, None, None, None)
+        need_x, need_kernel, need_weights, need_biases = needs
         per_chunk, pixels = _images_per_chunk(x, kernel, geometry)
         chunked = per_chunk < x.shape[0]
         grad_x = None
@@ -494,7 +509,7 @@ class _SeparableFunction(torch.autograd.Function):
                 if need_kernel:
                     grad_kernel += gk
                 del gx, gk  # before the next chunk allocates its own (see _forward_rows)
-        return grad_x, grad_kernel, grad_weights, grad_biases, None, None, None
+        return grad_x, grad_kernel, grad_weights, grad_biases, None, None, None, None
 
 
 def _plan_uncached(spatial, kernel, stride, rate, padding):
@@ -512,7 +527,7 @@ def _plan(*args):
 
 
 def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
-                activation, needs_grad, native_forward=None):
+                activation, needs_grad, native=(None, None)):
     """The layer's output as rows ``[N*H_out*W_out, channels_out]``, by the fastest path."""
     kernel = _cached(("depthwise", lead_zeros), (depthwise_weights,),
                      lambda w: _expanded_depthwise_kernel(w, lead_zeros))
@@ -527,8 +542,7 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
         # One traceable graph for torch.compile, which does its own fusion.
         return _pointwise_(_rows(geometry.depthwise(x, kernel)), weights, biases, activation)
     if needs_grad:
-        return _SeparableFunction.apply(x, kernel, weights, biases, geometry, activation,
-                                        native_forward)
+        return _SeparableFunction.apply(x, kernel, weights, biases, geometry, activation, *native)
     blocks = _gemm_column_blocks(x, geometry, weights.shape[1])
     if blocks > 1:
         weight_blocks, bias_blocks = _cached(("column blocks", blocks), (pointwise_weights, biases),
@@ -539,11 +553,11 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
 
 
 def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, pads, out_size,
-                plan, activation, needs_grad, native_forward):
+                plan, activation, needs_grad, native):
     """The layer's rows by PyTorch's conv and GEMM: training, and what the kernel cannot run.
 
-    ``native_forward``, if given, computes a training step's forward instead
-    (the backward is PyTorch's either way).
+    ``native`` is ``(forward, backward)``: if not None, the kernel's calls
+    for a training step's forward and backward (see :class:`_SeparableFunction`).
     """
     conv_padding, lead_zeros, needs_pad = plan
     (top, bottom), (left, right) = pads
@@ -560,14 +574,14 @@ def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, p
     geometry = _Geometry(stride, rate, conv_padding, x.shape[1], out_size,
                          None if zero_tap or not asymmetric else (left, right, top, bottom))
     rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
-                       activation, needs_grad, native_forward)
+                       activation, needs_grad, native)
     if zero_tap and not bool(torch.isfinite(rows.sum())):
         # The zero tap multiplies a real pixel: 0 * inf is NaN where TF reads
         # no pixel. A non-finite result (rare) is recomputed the exact way;
         # checking the fresh, cache-resident output is cheaper than the input.
         geometry.padding, geometry.explicit = (0, 0), (left, right, top, bottom)
         rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, (0, 0),
-                           activation, needs_grad, native_forward)
+                           activation, needs_grad, native)
     return rows
 
 
@@ -617,6 +631,43 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
                              None if biases is None else biases.contiguous(), out, geometry,
                              activation, stream)
     return out
+
+
+# The kernel's backward gives each thread whole images and, per row tile,
+# streams the transposed pointwise weights for the input gradient's GEMM.
+# Measured, training step at 2 threads, kernel against PyTorch's backward,
+# interleaved: 14x14x512 -> 512 (262,144 weights) 37.7 -> 34.8 ms and
+# 19x19x728 -> 728 (529,984) 144.0 -> 135.8 ms, but 7x7x1024 -> 1024
+# (1,048,576 weights, 4 MiB re-read from L3 for every 49-row image) 41.1 ->
+# 44.5 ms: above 3 MiB of weights, MKL's GEMMs run the backward.
+NATIVE_BACKWARD_MAX_WEIGHTS = 3 << 18
+# Each thread holds one image's depthwise-output gradient.
+NATIVE_BACKWARD_MAX_IMAGE_BYTES = 16 << 20
+
+
+def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, activation,
+                      has_biases):
+    """A training step's gradients from the kernel, or None where PyTorch's backward is faster.
+
+    ``kernel`` is the torch-layout ``[c, 1, kh, kw]`` depthwise kernel and
+    ``weights`` the ``[c, out]`` pointwise matrix; the gradients come back in
+    those layouts, the input's NHWC-ordered. With fewer images than threads
+    the kernel would leave threads idle: PyTorch's backward runs.
+    """
+    n, c, kh, kw = x.shape[0], x.shape[1], kernel.shape[2], kernel.shape[3]
+    (_, _), (_, _), (_, _), (oh, ow) = geometry
+    if (n < torch.get_num_threads() or out.numel() == 0
+            or c * weights.shape[1] > NATIVE_BACKWARD_MAX_WEIGHTS
+            or oh * ow * c * x.element_size() > NATIVE_BACKWARD_MAX_IMAGE_BYTES):
+        return None
+    depthwise = kernel.reshape(c, kh, kw).permute(1, 2, 0).contiguous()
+    packed_t = native.pack_pointwise(weights.t().reshape(1, 1, weights.shape[1], c))
+    grad_x = buffers.large_empty((n, x.shape[2], x.shape[3], c), x, KERNEL_POOL_BYTES)
+    grad_depthwise, grad_weights, grad_biases = native.separable_backward(
+        library, x.contiguous(memory_format=torch.channels_last), depthwise, packed_t,
+        grad_out.contiguous(), out, grad_x, geometry, activation, has_biases)
+    return (grad_x.permute(0, 3, 1, 2), grad_depthwise.permute(2, 0, 1).unsqueeze(1),
+            grad_weights, grad_biases)
 
 
 def _native_weights(depthwise_weights, pointwise_weights):
@@ -669,18 +720,19 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         t is not None and t.requires_grad
         for t in (inputs, depthwise_weights, pointwise_weights, biases))
     library = _native_library(x, depthwise_weights, pointwise_weights, biases)
-    native_forward = None
+    native_forward = native_backward = None
     if library is not None:
         (top, _), (left, _) = pads
-        native_forward = functools.partial(
-            _native_rows, library, x, depthwise_weights, pointwise_weights, biases,
-            (tuple(stride), tuple(rate), (top, left), (out_h, out_w)), activation)
+        geometry = (tuple(stride), tuple(rate), (top, left), (out_h, out_w))
+        native_forward = functools.partial(_native_rows, library, x, depthwise_weights,
+                                           pointwise_weights, biases, geometry, activation)
+        native_backward = functools.partial(_native_gradients, library, geometry)
     if native_forward is not None and not needs_grad:
         rows = native_forward()
     else:
         rows = _torch_rows(x, depthwise_weights, pointwise_weights, biases, tuple(stride),
                            tuple(rate), pads, (out_h, out_w), (conv_padding, lead_zeros, needs_pad),
-                           activation, needs_grad, native_forward)
+                           activation, needs_grad, (native_forward, native_backward))
     out = rows.view(inputs.shape[0], out_h, out_w, rows.shape[1])
     return out if data_format == "NHWC" else out.permute(0, 3, 1, 2)
 

@@ -1,8 +1,10 @@
-"""The fused inference kernel (``kernels.cpp``), compiled on first use.
+"""The fused kernel (``kernels.cpp``), compiled on first use.
 
-The kernel runs the separable layer's inference forward in one pass:
-depthwise (depth multiplier 1) into a cache-resident tile, then the pointwise
-GEMM on pre-packed weights with bias and activation applied in its store.
+The kernel runs the separable layer's forward in one pass: depthwise (depth
+multiplier 1) into a cache-resident tile, then the pointwise GEMM on
+pre-packed weights with bias and activation applied in its store. Its
+backward computes a training step's four gradients image by image, with
+the depthwise output recomputed and every intermediate in cache.
 It is a C++ file with no Python binding: it is compiled with the machine's
 C++ compiler against the installed PyTorch (its headers, and its thread
 pool, so ``torch.set_num_threads`` governs it), cached under
@@ -113,6 +115,8 @@ def _load():
         return None, "this CPU lacks AVX2 or FMA"
     library.sepconv_separable_forward.restype = ctypes.c_int
     library.sepconv_separable_forward.argtypes = [ctypes.c_void_p] * 6
+    library.sepconv_separable_backward.restype = ctypes.c_int
+    library.sepconv_separable_backward.argtypes = [ctypes.c_void_p] * 10
     return library, f"compiled kernel {path}"
 
 
@@ -160,24 +164,69 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
     Raises:
         MemoryError: the kernel could not allocate its work buffer.
     """
+    params = _layer_params(x, depthwise, out.shape[1], geometry, activation, stream)
+    failed = library.sepconv_separable_forward(
+        x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
+        0 if biases is None else biases.data_ptr(), out.data_ptr(), ctypes.addressof(params))
+    if failed:
+        _raise_memory_error(x, out.shape[1])
+
+
+def separable_backward(library, x, depthwise, packed_t, grad_out, out, grad_x, geometry,
+                       activation, has_biases):
+    """The gradients of a training step whose forward was :func:`separable_forward`'s.
+
+    Args:
+        library, x, depthwise, geometry, activation: as the forward's.
+        packed_t: :func:`pack_pointwise` of the transposed pointwise weights,
+            TF layout ``[1, 1, N_out, c]``.
+        grad_out: contiguous float32 ``[n*h_out*w_out, N_out]``, the output's gradient.
+        out: the forward's output (after the activation), same shape.
+        grad_x: contiguous float32 ``[n, h, w, c]``, written with the input's gradient.
+        has_biases: whether to return the bias gradient.
+
+    Returns:
+        ``(grad_depthwise, grad_pointwise, grad_biases)``: ``[kh, kw, c]``,
+        ``[c, N_out]``, ``[N_out]`` or None.
+
+    Raises:
+        MemoryError: the kernel could not allocate its work buffers.
+    """
+    c = x.shape[1]
+    grad_depthwise = x.new_empty(depthwise.shape)
+    grad_pointwise = x.new_empty((c, out.shape[1]))
+    grad_biases = x.new_empty(out.shape[1]) if has_biases else None
+    params = _layer_params(x, depthwise, out.shape[1], geometry, activation, False)
+    failed = library.sepconv_separable_backward(
+        x.data_ptr(), depthwise.data_ptr(), packed_t.data_ptr(), grad_out.data_ptr(),
+        out.data_ptr(), grad_x.data_ptr(), grad_depthwise.data_ptr(), grad_pointwise.data_ptr(),
+        0 if grad_biases is None else grad_biases.data_ptr(), ctypes.addressof(params))
+    if failed:
+        _raise_memory_error(x, out.shape[1])
+    return grad_depthwise, grad_pointwise, grad_biases
+
+
+def _raise_memory_error(x, channels_out):
     n, c, h, w = x.shape
-    key = (n, h, w, c, depthwise.shape[0], depthwise.shape[1], geometry, out.shape[1],
+    raise MemoryError(f"sepconv's kernel could not allocate its work buffer for an NHWC "
+                      f"input of shape {(n, h, w, c)} and {channels_out} output channels")
+
+
+def _layer_params(x, depthwise, channels_out, geometry, activation, stream):
+    """The kernel's parameter block (its ``Layer``) for this call shape, cached."""
+    n, c, h, w = x.shape
+    key = (n, h, w, c, depthwise.shape[0], depthwise.shape[1], geometry, channels_out,
            activation, stream)
     params = _params.get(key)
     if params is None:
         (sh, sw), (rh, rw), (pad_top, pad_left), (oh, ow) = geometry
         params = (ctypes.c_int64 * 17)(n, h, w, c, key[4], key[5], sh, sw, rh, rw, pad_top,
-                                       pad_left, oh, ow, out.shape[1], ACTIVATIONS[activation],
+                                       pad_left, oh, ow, channels_out, ACTIVATIONS[activation],
                                        int(stream))
         if len(_params) >= 1024:  # shapes seen by a long-lived process stay bounded
             _params.clear()
         _params[key] = params
-    failed = library.sepconv_separable_forward(
-        x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
-        0 if biases is None else biases.data_ptr(), out.data_ptr(), ctypes.addressof(params))
-    if failed:
-        raise MemoryError(f"sepconv's kernel could not allocate its work buffer for an NHWC "
-                          f"input of shape {(n, h, w, c)} and {out.shape[1]} output channels")
+    return params
 
 
 # The kernel's parameter block per call shape: building it costs more than the lookup.

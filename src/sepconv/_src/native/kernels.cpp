@@ -1,7 +1,8 @@
 // The separable layer's forward (inference, and a training step's forward) in one pass: depthwise (depth
 // multiplier 1) into a cache-resident tile, then the pointwise GEMM on
 // pre-packed weights with bias and activation applied in its store, float32,
-// NHWC. Threads come from PyTorch's own pool (at::parallel_for), so
+// NHWC; and a training step's backward, image by image (see backward()).
+// Threads come from PyTorch's own pool (at::parallel_for), so
 // torch.set_num_threads governs this kernel as it does every torch op.
 //
 // Compiled on first use by native/__init__.py; every function needing AVX2/FMA is
@@ -328,6 +329,343 @@ void forward(const Layer& L, const Operands& op) {
   });
 }
 
+// ---------------------------------------------------------------------------
+// Backward of a training step, whole images per thread: a thread's input
+// gradient writes never meet another thread's. Per row tile it recomputes the
+// depthwise output (cache-resident), masks the output gradient by the
+// activation, accumulates the pointwise and bias gradients and multiplies
+// back through the pointwise weights into the image's depthwise-output
+// gradient; per image, the depthwise stage's gradients follow from that. No
+// intermediate makes a round trip through memory.
+struct Gradients {
+  const float* gy;        // [n * oh * ow, nout]: gradient of the output
+  const float* y;         // [n * oh * ow, nout]: the output (after the activation)
+  const float* packed_t;  // W^T panels [ceil(c / NR), nout, NR], zero-padded columns
+  float* gx;              // [n, h, w, c]
+  float* gdw;             // [kh * kw, c]
+  float* gw;              // [c, nout]
+  float* gb;              // [nout] or null
+};
+
+// C[R, NR] += A^T[R, kc] @ B[kc, NR] with A a row tile (A^T[i, k] at
+// a[k * lda + i]) and B rows ldb apart: the pointwise weights' gradient,
+// summed over kc rows.
+template <int R>
+__attribute__((target("avx2,fma"))) void micro_kernel_at_b(int64_t kc, const float* a,
+                                                           int64_t lda, const float* b,
+                                                           int64_t ldb, float* c, int64_t ldc) {
+  __m256 lo[R], hi[R];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + k * lda + i);
+      lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) {
+    float* ci = c + i * ldc;
+    _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), lo[i]));
+    _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi[i]));
+  }
+}
+
+void micro_kernel_at_b_rows(int64_t rows, int64_t kc, const float* a, int64_t lda,
+                            const float* b, int64_t ldb, float* c, int64_t ldc) {
+  switch (rows) {
+    case 6: return micro_kernel_at_b<6>(kc, a, lda, b, ldb, c, ldc);
+    case 5: return micro_kernel_at_b<5>(kc, a, lda, b, ldb, c, ldc);
+    case 4: return micro_kernel_at_b<4>(kc, a, lda, b, ldb, c, ldc);
+    case 3: return micro_kernel_at_b<3>(kc, a, lda, b, ldb, c, ldc);
+    case 2: return micro_kernel_at_b<2>(kc, a, lda, b, ldb, c, ldc);
+    default: return micro_kernel_at_b<1>(kc, a, lda, b, ldb, c, ldc);
+  }
+}
+
+// gt[r, :nout] = the output gradient of rows [row0, row0 + rows) through the
+// activation, as torch's threshold_backward / hardtanh_backward: zero where
+// the output is <= 0 (relu6: or >= 6), the gradient elsewhere, NaN included.
+// Accumulates the bias gradient (column sums) into gb.
+__attribute__((target("avx2,fma"))) void activation_backward_rows(const Layer& L,
+                                                                  const Gradients& g,
+                                                                  int64_t row0, int64_t rows,
+                                                                  float* gt, int64_t ldg,
+                                                                  float* gb) {
+  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gy = g.gy + (row0 + r) * L.nout;
+    const float* y = g.y + (row0 + r) * L.nout;
+    float* dst = gt + r * ldg;
+    int64_t j = 0;
+    for (; j + 8 <= L.nout; j += 8) {
+      __m256 v = _mm256_loadu_ps(gy + j);
+      if (L.act != kNone) {
+        const __m256 out = _mm256_loadu_ps(y + j);
+        __m256 pass = _mm256_cmp_ps(out, zero, _CMP_NLE_UQ);
+        if (L.act == kRelu6) pass = _mm256_and_ps(pass, _mm256_cmp_ps(out, six, _CMP_NGE_UQ));
+        v = _mm256_and_ps(pass, v);
+      }
+      _mm256_storeu_ps(dst + j, v);
+      _mm256_storeu_ps(gb + j, _mm256_add_ps(_mm256_loadu_ps(gb + j), v));
+    }
+    for (; j < L.nout; ++j) {
+      const bool pass = L.act == kNone ||
+                        (!(y[j] <= 0.0f) && (L.act != kRelu6 || !(y[j] >= 6.0f)));
+      dst[j] = pass ? gy[j] : 0.0f;
+      gb[j] += dst[j];
+    }
+  }
+}
+
+// The range [lo, hi) of output columns whose tap kx reads an input column
+// inside the image (the others read padding, which contributes nothing).
+void inside_columns(const Layer& L, int64_t kx, int64_t* lo, int64_t* hi) {
+  const int64_t first = L.pad_left - kx * L.rw, last = L.w - 1 + L.pad_left - kx * L.rw;
+  *lo = first <= 0 ? 0 : std::min(L.ow, (first + L.sw - 1) / L.sw);
+  *hi = last < 0 ? 0 : std::clamp(last / L.sw + 1, *lo, L.ow);
+}
+
+// gdw[tap * c + ch] += sum over one image's output pixels of gd (the depthwise
+// output's gradient, [oh * ow, c]) times the pixel of x (the image) the tap reads. Row by row,
+// tap by tap, channel block by channel block: two loads per multiply-add,
+// both from rows in L1/L2, and the sums stay in registers along the row.
+__attribute__((target("avx2,fma"))) void depthwise_weight_gradient(const Layer& L,
+                                                                   const float* x,
+                                                                   const float* gd,
+                                                                   float* gdw) {
+  for (int64_t oy = 0; oy < L.oh; ++oy) {
+    const float* drow = gd + oy * L.ow * L.c;
+    for (int64_t ky = 0; ky < L.kh; ++ky) {
+      const int64_t iy = oy * L.sh - L.pad_top + ky * L.rh;
+      if (iy < 0 || iy >= L.h) continue;
+      for (int64_t kx = 0; kx < L.kw; ++kx) {
+        int64_t lo, hi;
+        inside_columns(L, kx, &lo, &hi);
+        const float* xrow = x + (iy * L.w + lo * L.sw - L.pad_left + kx * L.rw) * L.c;
+        const int64_t step = L.sw * L.c;
+        float* acc = gdw + (ky * L.kw + kx) * L.c;
+        int64_t ch = 0;
+        for (; ch + 8 <= L.c; ch += 8) {
+          // Four running sums: one would wait on each multiply-add's latency.
+          __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+          const float* d = drow + lo * L.c + ch;
+          const float* xp = xrow + ch;
+          int64_t ox = lo;
+          for (; ox + 4 <= hi; ox += 4, d += 4 * L.c, xp += 4 * step) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(xp), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(d + L.c), _mm256_loadu_ps(xp + step), s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(d + 2 * L.c), _mm256_loadu_ps(xp + 2 * step), s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(d + 3 * L.c), _mm256_loadu_ps(xp + 3 * step), s3);
+          }
+          for (; ox < hi; ++ox, d += L.c, xp += step)
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(xp), s0);
+          const __m256 sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+          _mm256_storeu_ps(acc + ch, _mm256_add_ps(_mm256_loadu_ps(acc + ch), sum));
+        }
+        for (; ch < L.c; ++ch) {
+          float sum = 0.0f;
+          for (int64_t ox = lo; ox < hi; ++ox) sum = std::fma(drow[ox * L.c + ch], xrow[(ox - lo) * step + ch], sum);
+          acc[ch] += sum;
+        }
+      }
+    }
+  }
+}
+
+// gx (one image) = for each input pixel, the sum over the taps that read it
+// of the reading output pixel's gradient (gd) times the tap weight: the
+// strided case, where a pixel is read by few taps. Each pixel is written
+// once, so gx needs no zeroing.
+__attribute__((target("avx2,fma"))) void depthwise_input_gradient_strided(const Layer& L,
+                                                                          const float* dw,
+                                                                          const float* gd,
+                                                                          float* gx) {
+  const float* from[kMaxTaps];  // per tap reading this pixel: the reading output pixel's gradient
+  const float* weight[kMaxTaps];
+  int64_t ky_of[kMaxTaps], oy_of[kMaxTaps];
+  for (int64_t iy = 0; iy < L.h; ++iy) {
+    int64_t rows = 0;  // the kernel rows whose taps read input row iy, and their output rows
+    for (int64_t ky = 0; ky < L.kh; ++ky) {
+      const int64_t span = iy + L.pad_top - ky * L.rh;
+      if (span >= 0 && span % L.sh == 0 && span / L.sh < L.oh) {
+        ky_of[rows] = ky;
+        oy_of[rows++] = span / L.sh;
+      }
+    }
+    for (int64_t ix = 0; ix < L.w; ++ix) {
+      int64_t taps = 0;
+      for (int64_t kx = 0; kx < L.kw; ++kx) {
+        const int64_t span = ix + L.pad_left - kx * L.rw;
+        if (span < 0 || span % L.sw != 0 || span / L.sw >= L.ow) continue;
+        for (int64_t j = 0; j < rows; ++j) {
+          from[taps] = gd + (oy_of[j] * L.ow + span / L.sw) * L.c;
+          weight[taps++] = dw + (ky_of[j] * L.kw + kx) * L.c;
+        }
+      }
+      float* g = gx + (iy * L.w + ix) * L.c;
+      int64_t ch = 0;
+      for (; ch + 8 <= L.c; ch += 8) {
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t t = 0; t < taps; ++t)
+          sum = _mm256_fmadd_ps(_mm256_loadu_ps(from[t] + ch), _mm256_loadu_ps(weight[t] + ch), sum);
+        _mm256_storeu_ps(g + ch, sum);
+      }
+      for (; ch < L.c; ++ch) {
+        float sum = 0.0f;
+        for (int64_t t = 0; t < taps; ++t) sum = std::fma(from[t][ch], weight[t][ch], sum);
+        g[ch] = sum;
+      }
+    }
+  }
+}
+
+// Unstrided, the input gradient is a depthwise convolution of gd with the
+// kernel flipped and the padding mirrored: the forward's own depthwise code
+// computes it, each input pixel written once.
+Layer input_gradient_layer(const Layer& L) {
+  Layer t = L;
+  t.n = 1;
+  t.h = L.oh;
+  t.w = L.ow;
+  t.oh = L.h;
+  t.ow = L.w;
+  t.pad_top = (L.kh - 1) * L.rh - L.pad_top;
+  t.pad_left = (L.kw - 1) * L.rw - L.pad_left;
+  return t;
+}
+
+// The pointwise weights' gradient of one thread, gw[c, ldg] += depthwise^T @
+// masked gradient. Row tiles are gathered into packed panels (depthwise
+// transposed in MR-row blocks, the masked gradient in NR-column panels) until
+// kDepth rows are there, then summed in one pass over gw: each of gw's
+// elements is loaded and stored once per kDepth rows, however short the
+// tiles, and every operand is read contiguously.
+class WeightGradient {
+ public:
+  static constexpr int64_t kDepth = 384;
+  static constexpr int64_t kBlocksPerPass = 16;  // 16 x MR rows x kDepth: ~150 KiB of A, in L2
+
+  WeightGradient(const Layer& L, int64_t tile, int64_t ldg, float* gw)
+      : c_(L.c), ldg_(ldg), tile_(tile), depth_((kDepth + tile - 1) / tile * tile),
+        blocks_((L.c + MR - 1) / MR), panels_(ldg / NR), gw_(gw),
+        a_(blocks_ * depth_ * MR), b_(panels_ * depth_ * NR) {}
+
+  // Adds a tile: d [rows, c] depthwise output, gt [rows, ldg] masked gradient.
+  void add(const float* d, const float* gt, int64_t rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t ib = 0; ib < blocks_; ++ib)
+        std::memcpy(a_.data() + (ib * depth_ + used_ + r) * MR, d + r * c_ + ib * MR,
+                    std::min(MR, c_ - ib * MR) * sizeof(float));
+      for (int64_t p = 0; p < panels_; ++p)
+        std::memcpy(b_.data() + (p * depth_ + used_ + r) * NR, gt + r * ldg_ + p * NR,
+                    NR * sizeof(float));
+    }
+    used_ += rows;
+    if (used_ + tile_ > depth_) flush();
+  }
+
+  void flush() {
+    if (used_ == 0) return;
+    for (int64_t ic = 0; ic < blocks_; ic += kBlocksPerPass)
+      for (int64_t p = 0; p < panels_; ++p)
+        for (int64_t ib = ic; ib < std::min(blocks_, ic + kBlocksPerPass); ++ib)
+          micro_kernel_at_b_rows(std::min(MR, c_ - ib * MR), used_, a_.data() + ib * depth_ * MR,
+                                 MR, b_.data() + p * depth_ * NR, NR,
+                                 gw_ + ib * MR * ldg_ + p * NR, ldg_);
+    used_ = 0;
+  }
+
+ private:
+  const int64_t c_, ldg_, tile_, depth_, blocks_, panels_;
+  float* const gw_;
+  std::vector<float> a_, b_;
+  int64_t used_ = 0;
+};
+
+// One thread's images [begin, end); its weight and bias gradients go to acc:
+// [c, ldg] pointwise, then [kh * kw, c] depthwise, then [ldg] bias.
+__attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const Operands& op,
+                                                         const Gradients& g,
+                                                         const float* flipped, int64_t begin,
+                                                         int64_t end, float* acc) {
+  const int64_t pixels = L.oh * L.ow, image = L.h * L.w * L.c;
+  const int64_t panels_out = (L.nout + NR - 1) / NR, ldg = panels_out * NR;
+  const int64_t panels_c = (L.c + NR - 1) / NR;
+  // Rows per tile: the tile's masked gradient and depthwise output stay
+  // within ~256 KiB each, the image cut into tiles of equal height.
+  const int64_t most = std::clamp<int64_t>((int64_t{64} << 10) / std::max(ldg, L.c), MR, 32 * MR);
+  const int64_t tiles_per_image = (pixels + most - 1) / most;
+  const int64_t tile = (pixels + tiles_per_image - 1) / tiles_per_image;
+  float* gw = acc;
+  float* gdw = acc + L.c * ldg;
+  float* gb = gdw + L.kh * L.kw * L.c;
+  const bool unstrided = L.sh == 1 && L.sw == 1;
+  const Layer gather = input_gradient_layer(L);
+  // gd: the depthwise output's gradient for a whole image, so that the input
+  // gradient can read every neighbour of a pixel.
+  std::vector<float> d(tile * L.c), gt(tile * ldg, 0.0f), gd(pixels * L.c);
+  WeightGradient weight_gradient(L, tile, ldg, gw);
+  for (int64_t img = begin; img < end; ++img) {
+    for (int64_t row0 = img * pixels; row0 < (img + 1) * pixels; row0 += tile) {
+      const int64_t rows = std::min(tile, (img + 1) * pixels - row0);
+      depthwise_rows(L, op, row0, row0 + rows, d.data());
+      activation_backward_rows(L, g, row0, rows, gt.data(), ldg, gb);
+      weight_gradient.add(d.data(), gt.data(), rows);
+      // gd[rows, c] = masked gradient @ W^T
+      float* gd_rows = gd.data() + (row0 - img * pixels) * L.c;
+      for (int64_t k0 = 0; k0 < L.nout; k0 += KC) {
+        const int64_t kc = std::min(KC, L.nout - k0);
+        for (int64_t p = 0; p < panels_c; ++p) {
+          const Tile t{k0 == 0, k0 + kc == L.nout, nullptr, std::min(NR, L.c - p * NR), kNone,
+                       false};
+          for (int64_t r = 0; r < rows; r += MR)
+            micro_kernel_rows(std::min(MR, rows - r), kc, gt.data() + r * ldg + k0, ldg,
+                              g.packed_t + (p * L.nout + k0) * NR, t,
+                              gd_rows + r * L.c + p * NR, L.c);
+        }
+      }
+    }
+    const float* x = op.x + img * image;
+    depthwise_weight_gradient(L, x, gd.data(), gdw);
+    float* gx = g.gx + img * image;
+    if (unstrided) {
+      depthwise_rows(gather, Operands{gd.data(), flipped, nullptr, nullptr, nullptr, op.zeros}, 0,
+                     L.h * L.w, gx);
+    } else {
+      depthwise_input_gradient_strided(L, op.dw, gd.data(), gx);
+    }
+  }
+  weight_gradient.flush();
+}
+
+void backward(const Layer& L, const Operands& op, const Gradients& g) {
+  const int64_t ldg = (L.nout + NR - 1) / NR * NR, taps = L.kh * L.kw;
+  const int64_t acc_size = L.c * ldg + taps * L.c + ldg;
+  std::vector<float> flipped(taps * L.c);  // the kernel rotated by 180 degrees
+  for (int64_t t = 0; t < taps; ++t)
+    std::memcpy(flipped.data() + (taps - 1 - t) * L.c, op.dw + t * L.c, L.c * sizeof(float));
+  // Each thread's sums, by the first image of its range, added in image order.
+  std::vector<std::vector<float>> partial(L.n);
+  at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(acc_size, 0.0f);
+    backward_images(L, op, g, flipped.data(), begin, end, acc.data());
+    partial[begin] = std::move(acc);
+  });
+  std::vector<float> total(acc_size, 0.0f);
+  for (const auto& sums : partial)
+    for (int64_t i = 0; i < static_cast<int64_t>(sums.size()); ++i) total[i] += sums[i];
+  for (int64_t ch = 0; ch < L.c; ++ch)
+    std::memcpy(g.gw + ch * L.nout, total.data() + ch * ldg, L.nout * sizeof(float));
+  std::memcpy(g.gdw, total.data() + L.c * ldg, taps * L.c * sizeof(float));
+  if (g.gb != nullptr)
+    std::memcpy(g.gb, total.data() + L.c * ldg + taps * L.c, L.nout * sizeof(float));
+}
+
 }  // namespace
 
 extern "C" {
@@ -346,6 +684,23 @@ int sepconv_separable_forward(const float* x, const float* dw, const float* pack
     const std::vector<float> zeros(L.c, 0.0f);
     forward(L, Operands{x, dw, packed, bias, y, zeros.data()});
   } catch (const std::exception&) {  // std::bad_alloc, also rethrown from a worker thread
+    return 1;
+  }
+  return 0;
+}
+
+// The training step's gradients (see backward()); 0 on success, 1 if a work
+// buffer could not be allocated.
+int sepconv_separable_backward(const float* x, const float* dw, const float* packed_t,
+                               const float* gy, const float* y, float* gx, float* gdw, float* gw,
+                               float* gb, const int64_t* params) {
+  Layer L;
+  std::memcpy(&L, params, sizeof(Layer));
+  try {
+    const std::vector<float> zeros(L.c, 0.0f);
+    backward(L, Operands{x, dw, nullptr, nullptr, nullptr, zeros.data()},
+             Gradients{gy, y, packed_t, gx, gdw, gw, gb});
+  } catch (const std::exception&) {
     return 1;
   }
   return 0;
