@@ -78,15 +78,16 @@ def targets(document):
 def render(document):
     parts = []
     if "sepconv_kernel" in document:
-        parts.append(f"sepconv's inference path: {document['sepconv_kernel']}.")
+        parts.append(f"sepconv's kernel: {document['sepconv_kernel']}.")
     for mode in dict.fromkeys(r["mode"] for r in document["results"]):
         parts.append(f"### {mode}\n\nMedian ms per call (lower is better); `X / ours` > 1 means "
                      f"sepconv is faster.\n\n{_mode_table(document, mode)}")
     memory = _memory_table(document)
     if memory:
         parts.append("### Peak memory of the training step\n\nPeak RSS growth of a fresh process "
-                     "over its RSS after the inputs and weights exist, through a warm-up and two "
-                     f"steps.\n\n{memory}")
+                     "over its RSS after the inputs and weights exist (torch engines: and after the "
+                     "modules torch's first `autograd.grad` imports, about 35 MiB), through a "
+                     f"warm-up and two steps.\n\n{memory}")
     parts.append("### Targets of issue 3\n\n" + targets(document))
     return "\n\n".join(parts) + "\n"
 

@@ -189,7 +189,7 @@ def run(argv):
     engines, skipped, versions, peer, python = build_engines(args, wanted, threads, scratch, log)
     versions["torch"] = torch.__version__
     kernel = native.status()
-    log(f"sepconv inference kernel: {kernel}")
+    log(f"sepconv kernel: {kernel}")
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
     log("measuring the roofline: GEMM peak and copy bandwidth ...")
