@@ -633,13 +633,13 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
     return out
 
 
-# The kernel's backward gives each thread whole images and, per row tile,
-# streams the transposed pointwise weights for the input gradient's GEMM.
+# The kernel's backward keeps a pointwise-weight gradient sum per thread,
+# zeroed before and added serially after: work that grows with the weights.
 # Measured, training step at 2 threads, kernel against PyTorch's backward,
 # interleaved: 14x14x512 -> 512 (262,144 weights) 37.7 -> 34.8 ms and
 # 19x19x728 -> 728 (529,984) 144.0 -> 135.8 ms, but 7x7x1024 -> 1024
-# (1,048,576 weights, 4 MiB re-read from L3 for every 49-row image) 41.1 ->
-# 44.5 ms: above 3 MiB of weights, MKL's GEMMs run the backward.
+# (1,048,576 weights) 41.1 -> 44.5 ms: above 3 MiB of weights, PyTorch's
+# backward (MKL) runs.
 NATIVE_BACKWARD_MAX_WEIGHTS = 3 << 18
 # Each thread holds one image's depthwise-output gradient.
 NATIVE_BACKWARD_MAX_IMAGE_BYTES = 16 << 20
