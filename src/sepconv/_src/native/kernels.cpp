@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -199,26 +200,50 @@ struct Tile {
   bool stream;         // non-temporal stores (last pass only: earlier ones are read back)
 };
 
+// lo[i] | hi[i] = sum over k < kc of A[i, k] * B[k, 0:16], B's rows ldb
+// apart, A[i, k] at a[i * a_row + k * a_col]. Inlined into each micro-kernel,
+// where R, and there a_row or a_col, are constants: every accumulator index
+// is a constant and the 2R accumulators live in registers.
+template <int R>
+__attribute__((target("avx2,fma"), always_inline)) inline void panel_product(
+    int64_t kc, const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+    __m256* lo, __m256* hi) {
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i * a_row + k * a_col);
+      lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
+    }
+  }
+}
+
+// Calls f with std::integral_constant<int, rows> (rows <= MR): the row count
+// as a template argument for the micro-kernels.
+template <typename F>
+void with_rows(int64_t rows, F f) {
+  switch (rows) {
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: return f(std::integral_constant<int, 1>{});
+  }
+}
+
 // C[R, cols] (+)= A[R, kc] @ B[kc, NR] (B one packed panel), with the tile's
-// epilogue. R is a template argument so that every accumulator index is a
-// constant and the 2R accumulators live in registers.
+// epilogue.
 template <int R>
 __attribute__((target("avx2,fma"))) void micro_kernel(int64_t kc, const float* a, int64_t lda,
                                                       const float* b, const Tile& t, float* c,
                                                       int64_t ldc) {
   __m256 lo[R], hi[R];
-#pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b + k * NR), b1 = _mm256_loadu_ps(b + k * NR + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i * lda + k);
-      lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
-      hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
-    }
-  }
+  panel_product<R>(kc, a, lda, 1, b, NR, lo, hi);
   __m256 bias0 = _mm256_setzero_ps(), bias1 = bias0;
   if (t.last && t.bias != nullptr && t.cols == NR) {
     bias0 = _mm256_loadu_ps(t.bias);
@@ -248,14 +273,7 @@ __attribute__((target("avx2,fma"))) void micro_kernel(int64_t kc, const float* a
 
 void micro_kernel_rows(int64_t rows, int64_t kc, const float* a, int64_t lda, const float* b,
                        const Tile& t, float* c, int64_t ldc) {
-  switch (rows) {
-    case 6: return micro_kernel<6>(kc, a, lda, b, t, c, ldc);
-    case 5: return micro_kernel<5>(kc, a, lda, b, t, c, ldc);
-    case 4: return micro_kernel<4>(kc, a, lda, b, t, c, ldc);
-    case 3: return micro_kernel<3>(kc, a, lda, b, t, c, ldc);
-    case 2: return micro_kernel<2>(kc, a, lda, b, t, c, ldc);
-    default: return micro_kernel<1>(kc, a, lda, b, t, c, ldc);
-  }
+  with_rows(rows, [&](auto r) { micro_kernel<decltype(r)::value>(kc, a, lda, b, t, c, ldc); });
 }
 
 // Output rows [row0, row0 + rows) and weight panels [p0, p1), from A = their
@@ -355,18 +373,7 @@ __attribute__((target("avx2,fma"))) void micro_kernel_at_b(int64_t kc, const flo
                                                            int64_t lda, const float* b,
                                                            int64_t ldb, float* c, int64_t ldc) {
   __m256 lo[R], hi[R];
-#pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + k * lda + i);
-      lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
-      hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
-    }
-  }
+  panel_product<R>(kc, a, 1, lda, b, ldb, lo, hi);
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;
@@ -377,14 +384,7 @@ __attribute__((target("avx2,fma"))) void micro_kernel_at_b(int64_t kc, const flo
 
 void micro_kernel_at_b_rows(int64_t rows, int64_t kc, const float* a, int64_t lda,
                             const float* b, int64_t ldb, float* c, int64_t ldc) {
-  switch (rows) {
-    case 6: return micro_kernel_at_b<6>(kc, a, lda, b, ldb, c, ldc);
-    case 5: return micro_kernel_at_b<5>(kc, a, lda, b, ldb, c, ldc);
-    case 4: return micro_kernel_at_b<4>(kc, a, lda, b, ldb, c, ldc);
-    case 3: return micro_kernel_at_b<3>(kc, a, lda, b, ldb, c, ldc);
-    case 2: return micro_kernel_at_b<2>(kc, a, lda, b, ldb, c, ldc);
-    default: return micro_kernel_at_b<1>(kc, a, lda, b, ldb, c, ldc);
-  }
+  with_rows(rows, [&](auto r) { micro_kernel_at_b<decltype(r)::value>(kc, a, lda, b, ldb, c, ldc); });
 }
 
 // gt[r, :nout] = the output gradient of rows [row0, row0 + rows) through the
