@@ -625,8 +625,6 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
     # Non-temporal stores for outputs beyond the cache: no read of the lines they overwrite.
     stream = (buffers.is_large(out.numel(), x) and channels_out % 8 == 0
               and out.data_ptr() % 32 == 0)
-    # A strided input pays one copy, as it does in oneDNN's conv on the PyTorch path.
-    x = x.contiguous(memory_format=torch.channels_last)
     native.separable_forward(library, x, depthwise, packed,
                              None if biases is None else biases.contiguous(), out, geometry,
                              activation, stream)
@@ -664,8 +662,8 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
     packed_t = native.pack_pointwise(weights.t().reshape(1, 1, weights.shape[1], c))
     grad_x = buffers.large_empty((n, x.shape[2], x.shape[3], c), x, KERNEL_POOL_BYTES)
     grad_depthwise, grad_weights, grad_biases = native.separable_backward(
-        library, x.contiguous(memory_format=torch.channels_last), depthwise, packed_t,
-        grad_out.contiguous(), out, grad_x, geometry, activation, has_biases)
+        library, x, depthwise, packed_t, grad_out.contiguous(), out, grad_x, geometry,
+        activation, has_biases)
     return (grad_x.permute(0, 3, 1, 2), grad_depthwise.permute(2, 0, 1).unsqueeze(1),
             grad_weights, grad_biases)
 
@@ -722,6 +720,10 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
     library = _native_library(x, depthwise_weights, pointwise_weights, biases)
     native_forward = native_backward = None
     if library is not None:
+        # The kernel reads NHWC memory: a strided input pays one copy, here,
+        # for the forward and the backward alike (as oneDNN's conv does on
+        # the PyTorch path).
+        x = x.contiguous(memory_format=torch.channels_last)
         (top, _), (left, _) = pads
         geometry = (tuple(stride), tuple(rate), (top, left), (out_h, out_w))
         native_forward = functools.partial(_native_rows, library, x, depthwise_weights,

@@ -151,7 +151,7 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
 
     Args:
         library: from :func:`load`.
-        x: float32 ``[n, c, h, w]`` in ``channels_last`` memory (NHWC order).
+        x: float32 ``[n, c, h, w]``, contiguous in ``channels_last`` memory (NHWC order).
         depthwise: contiguous ``[kh, kw, c]`` float32 (depth multiplier 1).
         packed: from :func:`pack_pointwise`.
         biases: contiguous ``[N_out]`` float32, or None.
