@@ -653,7 +653,7 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
     the kernel would leave threads idle: PyTorch's backward runs.
     """
     n, c, kh, kw = x.shape[0], x.shape[1], kernel.shape[2], kernel.shape[3]
-    (_, _), (_, _), (_, _), (oh, ow) = geometry
+    oh, ow = geometry[3]
     if (n < torch.get_num_threads() or out.numel() == 0
             or c * weights.shape[1] > NATIVE_BACKWARD_MAX_WEIGHTS
             or oh * ow * c * x.element_size() > NATIVE_BACKWARD_MAX_IMAGE_BYTES):
@@ -728,7 +728,8 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         geometry = (tuple(stride), tuple(rate), (top, left), (out_h, out_w))
         native_forward = functools.partial(_native_rows, library, x, depthwise_weights,
                                            pointwise_weights, biases, geometry, activation)
-        native_backward = functools.partial(_native_gradients, library, geometry)
+        if needs_grad:
+            native_backward = functools.partial(_native_gradients, library, geometry)
     if native_forward is not None and not needs_grad:
         rows = native_forward()
     else:
