@@ -181,6 +181,31 @@ def test_cached_weight_layouts_follow_in_place_updates():
         _assert_float32_close(actual, _reference(x, dw, pw, b, "relu"))
 
 
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 70), cols=st.integers(1, 70), transposed=st.booleans())
+def test_weight_panels_hold_the_matrix_and_zeros_past_it(rows, cols, transposed):
+    matrix = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows * 71 + cols))
+    source = matrix.t() if transposed else matrix
+    depth, width = source.shape
+    expected = torch.nn.functional.pad(source, (0, -width % 16))
+    expected = expected.view(depth, -1, 16).transpose(0, 1)
+    panels = native.pack_pointwise(native.load(), matrix, transposed,
+                                   allocate=lambda shape: torch.full(shape, float("nan")))
+    assert torch.equal(panels, expected)
+
+
+def test_weight_layouts_are_cached_for_inference_and_made_afresh_in_training():
+    x, dw, pw, b = _tensors(2, 6, 6, 8, 16, (3, 3), True, "NHWC", seed=16)
+    cached = lambda: (("native",), id(dw), id(pw)) in ops._WEIGHT_CACHE  # noqa: E731
+    dw.requires_grad_(True)
+    pw.requires_grad_(True)
+    ops.separable_conv2d(x, dw, pw, b).sum().backward()
+    assert not cached()  # the weights change every step: a cached copy would only hold memory
+    with torch.no_grad():
+        ops.separable_conv2d(x, dw, pw, b)
+    assert cached()
+
+
 @pytest.mark.parametrize("variant", ["multiplier", "float64", "depthwise-only", "large-kernel"])
 def test_what_the_kernel_does_not_cover_runs_the_torch_path(variant):
     x, dw, pw, b = _tensors(1, 9, 9, 4, 6, (3, 3), True, "NHWC", seed=1)
@@ -295,6 +320,7 @@ def test_kernel_backward_matches_reference(case):
     (37, 3, (5, 2)),     # a narrow panel, a tail of channels, an unsquare kernel
     (1, 1, (1, 1)),
     (300, 40, (3, 3)),   # wide channels: several passes of the packed weight-gradient sum per thread
+    (1024, 1024, (3, 3)),  # the most pointwise weights the kernel backward takes
 ])
 def test_kernel_backward_edge_shapes_match_reference(channels, outputs, kernel):
     tensors = _tensors(max(2, torch.get_num_threads()), 11, 7, channels, outputs, kernel, True,

@@ -613,15 +613,24 @@ def _native_library(x, depthwise_weights, pointwise_weights, biases):
     return native.load()
 
 
-def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geometry, activation):
-    """The layer's rows ``[N*H_out*W_out, out]`` from the compiled kernel (see ``native``)."""
+def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geometry, activation,
+                 training):
+    """The layer's rows ``[N*H_out*W_out, out]`` from the compiled kernel (see ``native``).
+
+    In training the weights change every step: their kernel layouts are
+    made afresh in recycled memory, where a cached copy would only hold
+    memory (a training step's backward packs its own layout there too).
+    """
     oh, ow = geometry[3]
     channels_out = pointwise_weights.shape[3]
-    out = buffers.large_empty((x.shape[0] * oh * ow, channels_out), x, KERNEL_POOL_BYTES)
+    out = _pooled(x, (x.shape[0] * oh * ow, channels_out))
     if out.numel() == 0:
         return out
-    depthwise, packed = _cached(("native",), (depthwise_weights, pointwise_weights),
-                                _native_weights)
+    if training:
+        depthwise, packed = _native_weights(depthwise_weights, pointwise_weights, x)
+    else:
+        depthwise, packed = _cached(("native",), (depthwise_weights, pointwise_weights),
+                                    _native_weights)
     # Non-temporal stores for outputs beyond the cache: no read of the lines they overwrite.
     stream = (buffers.is_large(out.numel(), x) and channels_out % 8 == 0
               and out.data_ptr() % 32 == 0)
@@ -631,14 +640,13 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
     return out
 
 
-# The kernel's backward runs its GEMMs at MKL's speed, but the work around
-# them (per-thread pointwise-weight sums among it) grows with the weights.
-# Measured, training step at 2 threads, kernel against PyTorch's backward,
-# interleaved: 14x14x512 -> 512 (262,144 weights) 37.7 -> 34.8 ms and
-# 19x19x728 -> 728 (529,984) 144.0 -> 135.8 ms, but 7x7x1024 -> 1024
-# (1,048,576 weights) 41.1 -> 44.5 ms: above 3 MiB of weights, PyTorch's
-# backward (MKL) runs.
-NATIVE_BACKWARD_MAX_WEIGHTS = 3 << 18
+# Each thread of the kernel's backward sums its own pointwise-weight gradient:
+# 4 MiB a thread at 1024 x 1024 weights, the largest layer measured. There,
+# 16x7x7x1024 -> 1024, the training step's peak memory was 34.5 / 37.0 MiB
+# against 49.6 / 52.7 MiB with PyTorch's backward, for 4-6% more time
+# (35.6 against 34.2 ms at 2 threads, 66.1 against 62.4 ms at 1 thread).
+# Larger layers, unmeasured, keep PyTorch's backward.
+NATIVE_BACKWARD_MAX_WEIGHTS = 1 << 20
 # Each thread holds one image's depthwise-output gradient.
 NATIVE_BACKWARD_MAX_IMAGE_BYTES = 16 << 20
 
@@ -659,8 +667,9 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
             or oh * ow * c * x.element_size() > NATIVE_BACKWARD_MAX_IMAGE_BYTES):
         return None
     depthwise = kernel.reshape(c, kh, kw).permute(1, 2, 0).contiguous()
-    packed_t = native.pack_pointwise(weights.t().reshape(1, 1, weights.shape[1], c))
-    grad_x = buffers.large_empty((n, x.shape[2], x.shape[3], c), x, KERNEL_POOL_BYTES)
+    packed_t = native.pack_pointwise(library, weights, transposed=True,
+                                     allocate=functools.partial(_pooled, x))
+    grad_x = _pooled(x, (n, x.shape[2], x.shape[3], c))
     grad_depthwise, grad_weights, grad_biases = native.separable_backward(
         library, x, depthwise, packed_t, grad_out.contiguous(), out, grad_x, geometry,
         activation, has_biases)
@@ -668,10 +677,19 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
             grad_weights, grad_biases)
 
 
-def _native_weights(depthwise_weights, pointwise_weights):
-    """The kernel's weight layouts: depthwise ``[kh, kw, c]``, pointwise packed in panels."""
+def _native_weights(depthwise_weights, pointwise_weights, pool_like=None):
+    """The kernel's weight layouts: depthwise ``[kh, kw, c]``, pointwise packed in panels.
+
+    With ``pool_like`` the panels go to recycled memory (see ``buffers``).
+    """
+    allocate = None if pool_like is None else functools.partial(_pooled, pool_like)
     return (depthwise_weights.reshape(depthwise_weights.shape[:3]).contiguous(),
-            native.pack_pointwise(pointwise_weights))
+            native.pack_pointwise(native.load(), pointwise_matrix(pointwise_weights),
+                                  allocate=allocate))
+
+
+def _pooled(like, shape):
+    return buffers.large_empty(shape, like, KERNEL_POOL_BYTES)
 
 
 def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=None, *,
@@ -727,7 +745,8 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         (top, _), (left, _) = pads
         geometry = (tuple(stride), tuple(rate), (top, left), (out_h, out_w))
         native_forward = functools.partial(_native_rows, library, x, depthwise_weights,
-                                           pointwise_weights, biases, geometry, activation)
+                                           pointwise_weights, biases, geometry, activation,
+                                           needs_grad)
         if needs_grad:
             native_backward = functools.partial(_native_gradients, library, geometry)
     if native_forward is not None and not needs_grad:

@@ -117,6 +117,9 @@ def _load():
     library.sepconv_separable_forward.argtypes = [ctypes.c_void_p] * 6
     library.sepconv_separable_backward.restype = ctypes.c_int
     library.sepconv_separable_backward.argtypes = [ctypes.c_void_p] * 10
+    library.sepconv_pack_panels.restype = None
+    library.sepconv_pack_panels.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                            ctypes.c_int, ctypes.c_void_p]
     return library, f"compiled kernel {path}"
 
 
@@ -138,12 +141,27 @@ def status():
     return _loaded["status"]
 
 
-def pack_pointwise(pointwise_weights):
-    """TF's ``[1, 1, K, N]`` as the kernel's panels ``[ceil(N / 16), K, 16]``, zero-padded."""
-    k, n = pointwise_weights.shape[2], pointwise_weights.shape[3]
-    panels = -(-n // 16)
-    matrix = torch.nn.functional.pad(pointwise_weights.reshape(k, n), (0, panels * 16 - n))
-    return matrix.view(k, panels, 16).transpose(0, 1).contiguous()
+def pack_pointwise(library, matrix, transposed=False, allocate=None):
+    """The kernels' weight panels of a ``[K, N]`` pointwise matrix, or of its transpose.
+
+    Args:
+        library: from :func:`load`.
+        matrix: float32 ``[K, N]``.
+        transposed: pack ``matrix.T`` (the backward's operand) instead.
+        allocate: called with the panels' shape for the tensor to write them
+            to; default ``matrix.new_empty``.
+
+    Returns:
+        ``[ceil(N / 16), K, 16]`` (transposed: ``[ceil(K / 16), N, 16]``),
+        columns past the matrix's zero.
+    """
+    matrix = matrix.detach().contiguous()
+    depth, width = matrix.shape[::-1] if transposed else matrix.shape
+    shape = (-(-width // 16), depth, 16)
+    out = (allocate or matrix.new_empty)(shape)
+    library.sepconv_pack_panels(matrix.data_ptr(), matrix.shape[0], matrix.shape[1],
+                                int(transposed), out.data_ptr())
+    return out
 
 
 def separable_forward(library, x, depthwise, packed, biases, out, geometry, activation, stream):
@@ -178,8 +196,8 @@ def separable_backward(library, x, depthwise, packed_t, grad_out, out, grad_x, g
 
     Args:
         library, x, depthwise, geometry, activation: as the forward's.
-        packed_t: :func:`pack_pointwise` of the transposed pointwise weights,
-            TF layout ``[1, 1, N_out, c]``.
+        packed_t: :func:`pack_pointwise` of the ``[c, N_out]`` pointwise
+            matrix, transposed.
         grad_out: contiguous float32 ``[n*h_out*w_out, N_out]``, the output's gradient.
         out: the forward's output (after the activation), same shape.
         grad_x: contiguous float32 ``[n, h, w, c]``, written with the input's gradient.
