@@ -155,12 +155,16 @@ def _cached(kind, weights, convert):
     present = [w for w in weights if w is not None]
     if (torch.is_grad_enabled() and any(w.requires_grad for w in present)) or _compiling():
         return convert(*weights)
-    key = (kind,) + tuple(None if w is None else id(w) for w in weights)
-    # ``_version`` counts in-place updates; the data pointer also catches a
-    # ``w.data = other`` swap, which leaves the version alone. (An in-place
-    # write through ``w.data`` is invisible to both: autograd does not see it
-    # either.)
-    versions = tuple(None if w is None else (w._version, w.data_ptr()) for w in weights)
+    # One pass, no generators: this runs on every inference call.
+    key, versions = [kind], []
+    for w in weights:
+        key.append(None if w is None else id(w))
+        # ``_version`` counts in-place updates; the data pointer also catches a
+        # ``w.data = other`` swap, which leaves the version alone. (An in-place
+        # write through ``w.data`` is invisible to both: autograd does not see
+        # it either.)
+        versions.append(None if w is None else (w._version, w.data_ptr()))
+    key, versions = tuple(key), tuple(versions)
     entry = _WEIGHT_CACHE.get(key)
     if entry is not None:
         refs, cached_versions, value = entry
@@ -600,16 +604,15 @@ def _native_library(x, depthwise_weights, pointwise_weights, biases):
     pointwise stage. Everything else runs the PyTorch path; a call that needs
     a gradient runs its forward here and its backward in PyTorch.
     """
-    if pointwise_weights is None or x.device.type != "cpu":
+    if pointwise_weights is None or _compiling():
         return None
     kh, kw, _, multiplier = depthwise_weights.shape
     if multiplier != 1 or kh * kw > native.MAX_TAPS:
         return None
     for operand in (x, depthwise_weights, pointwise_weights, biases):
-        if operand is not None and (operand.dtype != torch.float32 or operand.device.type != "cpu"):
+        # ``is_cpu`` rather than ``device.type``: this runs on every call.
+        if operand is not None and not (operand.dtype is torch.float32 and operand.is_cpu):
             return None
-    if _compiling():
-        return None
     return native.load()
 
 

@@ -232,15 +232,14 @@ def _raise_memory_error(x, channels_out):
 
 def _layer_params(x, depthwise, channels_out, geometry, activation, stream):
     """The kernel's parameter block (its ``Layer``) for this call shape, cached."""
-    n, c, h, w = x.shape
-    key = (n, h, w, c, depthwise.shape[0], depthwise.shape[1], geometry, channels_out,
-           activation, stream)
+    key = (x.shape, depthwise.shape, geometry, channels_out, activation, stream)
     params = _params.get(key)
     if params is None:
+        n, c, h, w = x.shape
         (sh, sw), (rh, rw), (pad_top, pad_left), (oh, ow) = geometry
-        params = (ctypes.c_int64 * 17)(n, h, w, c, key[4], key[5], sh, sw, rh, rw, pad_top,
-                                       pad_left, oh, ow, channels_out, ACTIVATIONS[activation],
-                                       int(stream))
+        params = (ctypes.c_int64 * 17)(n, h, w, c, depthwise.shape[0], depthwise.shape[1], sh,
+                                       sw, rh, rw, pad_top, pad_left, oh, ow, channels_out,
+                                       ACTIVATIONS[activation], int(stream))
         if len(_params) >= 1024:  # shapes seen by a long-lived process stay bounded
             _params.clear()
         _params[key] = params
