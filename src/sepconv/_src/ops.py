@@ -16,9 +16,9 @@ Why the fast path looks the way it does (measured gains in
   batch has at least one image per thread and the pointwise weights are at
   most ``NATIVE_BACKWARD_MAX_WEIGHTS``: whole images per thread, the
   depthwise output recomputed per row tile, every intermediate in cache. The
-  rest of this list is the PyTorch path, which runs everything else (deeper
-  layers' backward, float64, depth multipliers above 1) and all of it when
-  the kernel cannot be built.
+  rest of this list is the PyTorch path, which runs everything else (the
+  backward of larger layers and of small batches, float64, depth
+  multipliers above 1) and all of it when the kernel cannot be built.
 * The layer runs in NHWC memory order whatever ``data_format`` says. An NHWC
   tensor viewed as NCHW is a zero-copy ``channels_last`` tensor, which is
   what oneDNN's depthwise kernel wants, and in NHWC the pointwise stage is a
