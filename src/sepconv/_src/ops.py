@@ -602,7 +602,8 @@ def _native_library(x, depthwise_weights, pointwise_weights, biases):
 
     It covers the common case: float32 on the CPU, depth multiplier 1, a
     pointwise stage. Everything else runs the PyTorch path; a call that needs
-    a gradient runs its forward here and its backward in PyTorch.
+    a gradient runs its forward here, and its backward here where
+    ``_native_gradients`` takes it.
     """
     if pointwise_weights is None or _compiling():
         return None

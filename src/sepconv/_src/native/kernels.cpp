@@ -123,9 +123,8 @@ __attribute__((target("avx2,fma"), always_inline)) inline void taps_3x3(const fl
 // channel block by channel block, the nine weight vectors stay in registers
 // while the block runs along the row, four pixels at a time (independent
 // sums, each pixel's address one register apart). Same order of operations,
-// same bits. Used for up to 32 channels: with more, the three
-// input rows no longer stay in L1 across the blocks and depthwise_pixel is
-// faster (measured).
+// same bits. Used for up to 32 channels: with more, the three input rows no
+// longer stay in L1 across the blocks and depthwise_pixel is faster (measured).
 __attribute__((target("avx2,fma"))) void depthwise_3x3_inside(const Layer& L, const Operands& op,
                                                               int64_t img, int64_t oy,
                                                               int64_t ox0, int64_t ox1,
