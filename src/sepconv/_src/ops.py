@@ -451,8 +451,8 @@ class _SeparableFunction(torch.autograd.Function):
     per chunk in backward (it is the cheap stage), so it never occupies
     memory between forward and backward, and every intermediate of the
     backward stays in cache. ``native_forward`` / ``native_backward``, when
-    given, are the compiled kernel's calls; the backward's returns None
-    where PyTorch's backward below is the faster one.
+    given, are the compiled kernel's calls; the backward's returns None for
+    a call it does not take, which then runs PyTorch's backward below.
     """
 
     @staticmethod
@@ -631,7 +631,8 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
     if out.numel() == 0:
         return out
     if training:
-        depthwise, packed = _native_weights(depthwise_weights, pointwise_weights, x)
+        depthwise, packed = _native_weights(depthwise_weights, pointwise_weights,
+                                            functools.partial(_pooled, x))
     else:
         depthwise, packed = _cached(("native",), (depthwise_weights, pointwise_weights),
                                     _native_weights)
@@ -657,12 +658,13 @@ NATIVE_BACKWARD_MAX_IMAGE_BYTES = 16 << 20
 
 def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, activation,
                       has_biases):
-    """A training step's gradients from the kernel, or None where PyTorch's backward is faster.
+    """A training step's gradients from the kernel, or None for a call it does not take.
 
     ``kernel`` is the torch-layout ``[c, 1, kh, kw]`` depthwise kernel and
     ``weights`` the ``[c, out]`` pointwise matrix; the gradients come back in
-    those layouts, the input's NHWC-ordered. With fewer images than threads
-    the kernel would leave threads idle: PyTorch's backward runs.
+    those layouts, the input's NHWC-ordered. Not taken: fewer images than
+    threads (whole images per thread would leave one idle), and layers above
+    the two limits above.
     """
     n, c, kh, kw = x.shape[0], x.shape[1], kernel.shape[2], kernel.shape[3]
     oh, ow = geometry[3]
@@ -681,12 +683,11 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
             grad_weights, grad_biases)
 
 
-def _native_weights(depthwise_weights, pointwise_weights, pool_like=None):
+def _native_weights(depthwise_weights, pointwise_weights, allocate=None):
     """The kernel's weight layouts: depthwise ``[kh, kw, c]``, pointwise packed in panels.
 
-    With ``pool_like`` the panels go to recycled memory (see ``buffers``).
+    ``allocate``: as :func:`native.pack_pointwise`'s, for the panels.
     """
-    allocate = None if pool_like is None else functools.partial(_pooled, pool_like)
     return (depthwise_weights.reshape(depthwise_weights.shape[:3]).contiguous(),
             native.pack_pointwise(native.load(), pointwise_matrix(pointwise_weights),
                                   allocate=allocate))
