@@ -20,18 +20,18 @@ def summarise(results, engines):
     summary = {}
     for mode in sorted({r["mode"] for r in results}, key=lambda m: [r["mode"] for r in results].index(m)):
         rows = [r for r in results if r["mode"] == mode]
-        speedups = {}
+        speedups, at_floor = {}, {}
         for engine in engines:
-            if engine == OURS:
-                continue
-            ratios = [r["ms"][engine] / r["ms"][OURS] for r in rows
-                      if r["ms"].get(engine) and r["ms"].get(OURS)]
-            if ratios:
-                speedups[engine] = geomean(ratios)
+            timed = [r for r in rows if engine != OURS and r["ms"].get(engine) and r["ms"].get(OURS)]
+            if timed:
+                speedups[engine] = geomean([r["ms"][engine] / r["ms"][OURS] for r in timed])
+                # The most any implementation could show against this peer in this run.
+                at_floor[engine] = geomean([r["ms"][engine] / r["floor_ms"] for r in timed])
         not_fastest = [r["layer"] for r in rows
                        if any(ms < r["ms"][OURS] for e, ms in r["ms"].items() if e != OURS and ms)]
         floor_ratios = {r["layer"]: r["ms"][OURS] / r["floor_ms"] for r in rows}
-        entry = {"geomean_speedup": speedups, "layers_where_a_peer_is_faster": not_fastest,
+        entry = {"geomean_speedup": speedups, "geomean_speedup_at_floor": at_floor,
+                 "layers_where_a_peer_is_faster": not_fastest,
                  "ratio_to_floor": floor_ratios, "worst_ratio_to_floor": max(floor_ratios.values())}
         peaks = [r for r in rows if r.get("peak_mib")]
         if peaks:

@@ -1,0 +1,61 @@
+"""The benchmark's summary and its verdicts on the targets of issue 3 (benchmarks/report.py, markdown.py)."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+from benchmarks import markdown, report  # noqa: E402
+
+ENGINES = ["sepconv", "torch-nchw", "tensorflow"]
+
+
+def _row(layer, floor_ms, **ms):
+    return {"mode": "infer-b1", "layer": layer, "floor_ms": floor_ms,
+            "ms": {name.replace("_", "-"): value for name, value in ms.items()}}
+
+
+def _document(results):
+    return {"engines": ENGINES, "results": results,
+            "summary": report.summarise(results, ENGINES)}
+
+
+def test_summary_geomeans_against_peers_and_at_the_floor():
+    results = [_row("a", 1.0, sepconv=2.0, torch_nchw=4.0, tensorflow=1.0),
+               _row("b", 2.0, sepconv=2.0, torch_nchw=8.0, tensorflow=4.0)]
+    entry = report.summarise(results, ENGINES)["infer-b1"]
+    assert entry["geomean_speedup"] == pytest.approx({"torch-nchw": 8 ** 0.5, "tensorflow": 1.0})
+    assert entry["geomean_speedup_at_floor"] == pytest.approx({"torch-nchw": 4.0, "tensorflow": 2 ** 0.5})
+    assert entry["layers_where_a_peer_is_faster"] == ["a"]
+    assert entry["ratio_to_floor"] == pytest.approx({"a": 2.0, "b": 1.0})
+
+
+def test_a_missing_peer_time_is_left_out_of_its_geomeans():
+    results = [_row("a", 1.0, sepconv=1.0, torch_nchw=3.0, tensorflow=None),
+               _row("b", 1.0, sepconv=1.0, torch_nchw=3.0, tensorflow=2.0)]
+    entry = report.summarise(results, ENGINES)["infer-b1"]
+    assert entry["geomean_speedup"]["tensorflow"] == pytest.approx(2.0)
+    assert entry["geomean_speedup_at_floor"]["tensorflow"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("sepconv_ms, naive_ms, verdict", [
+    (1.0, 2.5, "met (2.50x with sepconv at the floor on every layer)"),
+    (1.5, 2.5, "NOT met (2.50x with sepconv at the floor on every layer)"),
+    (1.5, 1.8, "NOT met, out of reach in this run (1.80x with sepconv at the floor on every layer)"),
+])
+def test_ratio_verdicts_say_what_the_floor_allows(sepconv_ms, naive_ms, verdict):
+    document = _document([_row("a", 1.0, sepconv=sepconv_ms, torch_nchw=naive_ms, tensorflow=9.0)])
+    lines = markdown.targets(document).splitlines()
+    naive = [line for line in lines if "vs torch-nchw" in line]
+    assert naive == [f"- infer-b1: geomean speed-up vs torch-nchw {naive_ms / sepconv_ms:.2f}x "
+                     f"(target 2.0x): {verdict}"]
+
+
+def test_rendering_a_saved_file_recomputes_its_summary(tmp_path, capsys):
+    document = _document([_row("a", 1.0, sepconv=1.5, torch_nchw=1.8, tensorflow=9.0)])
+    del document["summary"]["infer-b1"]["geomean_speedup_at_floor"]  # as written before it existed
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(document))
+    markdown.main([str(path)])
+    assert "out of reach in this run (1.80x" in capsys.readouterr().out
