@@ -620,6 +620,51 @@ class WeightGradient {
   int64_t used_ = 0;
 };
 
+// Brings the bytes [begin, end) into L2 a few cache lines per step(),
+// spread over `steps` steps of work that reads no memory.
+class Prefetcher {
+ public:
+  Prefetcher() = default;
+  Prefetcher(const void* begin, const void* end, int64_t steps)
+      : next_(static_cast<const char*>(begin)), end_(static_cast<const char*>(end)),
+        per_step_(steps > 0 ? ((end_ - next_) / 64 + steps - 1) / steps : 0) {}
+
+  void step() {
+    for (int64_t i = 0; i < per_step_ && next_ < end_; ++i, next_ += 64)
+      _mm_prefetch(next_, _MM_HINT_T1);
+  }
+
+ private:
+  const char* next_ = nullptr;
+  const char* end_ = nullptr;
+  int64_t per_step_ = 0;
+};
+
+// The backward's loads of a row tile's output, output gradient and input
+// (rows [row0, row1) of the output), spread over `steps`.
+struct TileAhead {
+  Prefetcher gy, y, x;
+
+  TileAhead(const Layer& L, const Operands& op, const Gradients& g, int64_t row0, int64_t row1,
+            int64_t steps) {
+    if (row1 <= row0) return;
+    gy = Prefetcher(g.gy + row0 * L.nout, g.gy + row1 * L.nout, steps);
+    y = Prefetcher(g.y + row0 * L.nout, g.y + row1 * L.nout, steps);
+    const auto input_row = [&](int64_t out_row, int64_t ky) {  // out_row counts every image's rows
+      const int64_t iy = out_row % L.oh * L.sh - L.pad_top + ky * L.rh;
+      return op.x + (out_row / L.oh * L.h + std::clamp<int64_t>(iy, 0, L.h - 1)) * L.w * L.c;
+    };
+    x = Prefetcher(input_row(row0 / L.ow, 0), input_row((row1 - 1) / L.ow, L.kh - 1) + L.w * L.c,
+                   steps);
+  }
+
+  void step() {
+    gy.step();
+    y.step();
+    x.step();
+  }
+};
+
 // One thread's images [begin, end); its weight and bias gradients go to acc:
 // [c, ldg] pointwise, then [kh * kw, c] depthwise, then [ldg] bias.
 __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const Operands& op,
@@ -649,14 +694,21 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
       depthwise_rows(L, op, row0, row0 + rows, d.data());
       activation_backward_rows(L, g, row0, rows, gt.data(), ldg, gb);
       weight_gradient.add(d.data(), gt.data(), rows);
-      // gd[rows, c] = masked gradient @ W^T
+      // gd[rows, c] = masked gradient @ W^T. This GEMM reads no memory, so
+      // the next tile's loads are issued during it, rather than waited for
+      // when the tile starts (16x112x112x32 -> 64 step: 58.6 -> 55.4 ms at 1
+      // thread, 30.7 -> 29.2 ms at 2).
       float* gd_rows = gd.data() + (row0 - img * pixels) * L.c;
+      const int64_t next_end = std::min(row0 + rows + tile, end * pixels);
+      TileAhead ahead(L, op, g, row0 + rows, next_end,
+                      panels_c * ((rows + MR - 1) / MR) * ((L.nout + KC - 1) / KC));
       for (int64_t k0 = 0; k0 < L.nout; k0 += KC) {
         const int64_t kc = std::min(KC, L.nout - k0);
         for (int64_t p = 0; p < panels_c; ++p) {
           const Tile t{k0 == 0, k0 + kc == L.nout, nullptr, std::min(NR, L.c - p * NR), kNone,
                        false};
           for_row_blocks(rows, [&](int64_t r, int64_t height) {
+            ahead.step();
             micro_kernel_rows(height, kc, gt.data() + r * ldg + k0, ldg,
                               g.packed_t + (p * L.nout + k0) * NR, t,
                               gd_rows + r * L.c + p * NR, L.c);
