@@ -590,10 +590,14 @@ class WeightGradient {
 
   // Adds a tile: d [rows, c] depthwise output, gt [rows, ldg] masked gradient.
   void add(const float* d, const float* gt, int64_t rows) {
+    const int64_t full = c_ / MR;  // blocks of MR channels: a copy of known size, inlined
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t ib = 0; ib < blocks_; ++ib)
+      for (int64_t ib = 0; ib < full; ++ib)
         std::memcpy(a_.data() + (ib * depth_ + used_ + r) * MR, d + r * c_ + ib * MR,
-                    std::min(MR, c_ - ib * MR) * sizeof(float));
+                    MR * sizeof(float));
+      if (full < blocks_)
+        std::memcpy(a_.data() + (full * depth_ + used_ + r) * MR, d + r * c_ + full * MR,
+                    (c_ - full * MR) * sizeof(float));
       for (int64_t p = 0; p < panels_; ++p)
         std::memcpy(b_.data() + (p * depth_ + used_ + r) * NR, gt + r * ldg_ + p * NR,
                     NR * sizeof(float));
