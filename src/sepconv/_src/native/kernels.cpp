@@ -521,6 +521,18 @@ __attribute__((target("avx2,fma"))) void depthwise_input_gradient_strided(const 
   const float* from[kMaxTaps];  // per tap reading this pixel: the reading output pixel's gradient
   const float* weight[kMaxTaps];
   int64_t ky_of[kMaxTaps], oy_of[kMaxTaps];
+  // Per input column ix, the kernel columns whose taps read it and the output
+  // columns reading: kx_of / ox_of[column_start[ix] .. column_start[ix + 1]).
+  std::vector<int64_t> column_start(L.w + 1, 0), kx_of, ox_of;
+  for (int64_t ix = 0; ix < L.w; ++ix) {
+    for (int64_t kx = 0; kx < L.kw; ++kx) {
+      const int64_t span = ix + L.pad_left - kx * L.rw;
+      if (span < 0 || span % L.sw != 0 || span / L.sw >= L.ow) continue;
+      kx_of.push_back(kx);
+      ox_of.push_back(span / L.sw);
+    }
+    column_start[ix + 1] = static_cast<int64_t>(kx_of.size());
+  }
   for (int64_t iy = 0; iy < L.h; ++iy) {
     int64_t rows = 0;  // the kernel rows whose taps read input row iy, and their output rows
     for (int64_t ky = 0; ky < L.kh; ++ky) {
@@ -532,16 +544,29 @@ __attribute__((target("avx2,fma"))) void depthwise_input_gradient_strided(const 
     }
     for (int64_t ix = 0; ix < L.w; ++ix) {
       int64_t taps = 0;
-      for (int64_t kx = 0; kx < L.kw; ++kx) {
-        const int64_t span = ix + L.pad_left - kx * L.rw;
-        if (span < 0 || span % L.sw != 0 || span / L.sw >= L.ow) continue;
+      for (int64_t i = column_start[ix]; i < column_start[ix + 1]; ++i) {
         for (int64_t j = 0; j < rows; ++j) {
-          from[taps] = gd + (oy_of[j] * L.ow + span / L.sw) * L.c;
-          weight[taps++] = dw + (ky_of[j] * L.kw + kx) * L.c;
+          from[taps] = gd + (oy_of[j] * L.ow + ox_of[i]) * L.c;
+          weight[taps++] = dw + (ky_of[j] * L.kw + kx_of[i]) * L.c;
         }
       }
       float* g = gx + (iy * L.w + ix) * L.c;
       int64_t ch = 0;
+      for (; ch + 32 <= L.c; ch += 32) {  // four independent sums, not one chain of taps
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t t = 0; t < taps; ++t) {
+          const float* f = from[t] + ch;
+          const float* w = weight[t] + ch;
+          s0 = _mm256_fmadd_ps(_mm256_loadu_ps(f), _mm256_loadu_ps(w), s0);
+          s1 = _mm256_fmadd_ps(_mm256_loadu_ps(f + 8), _mm256_loadu_ps(w + 8), s1);
+          s2 = _mm256_fmadd_ps(_mm256_loadu_ps(f + 16), _mm256_loadu_ps(w + 16), s2);
+          s3 = _mm256_fmadd_ps(_mm256_loadu_ps(f + 24), _mm256_loadu_ps(w + 24), s3);
+        }
+        _mm256_storeu_ps(g + ch, s0);
+        _mm256_storeu_ps(g + ch + 8, s1);
+        _mm256_storeu_ps(g + ch + 16, s2);
+        _mm256_storeu_ps(g + ch + 24, s3);
+      }
       for (; ch + 8 <= L.c; ch += 8) {
         __m256 sum = _mm256_setzero_ps();
         for (int64_t t = 0; t < taps; ++t)
