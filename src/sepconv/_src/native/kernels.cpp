@@ -463,48 +463,114 @@ void inside_columns(const Layer& L, int64_t kx, int64_t* lo, int64_t* hi) {
   *hi = last < 0 ? 0 : std::clamp(last / L.sw + 1, *lo, L.ow);
 }
 
+// acc[ch] += sum over output columns [ox0, ox1) of drow (one output row of
+// gd) times the input pixel that tap column kx reads in xrow (its input row).
+// Four running sums: one would wait on each multiply-add's latency.
+__attribute__((target("avx2,fma"))) void tap_gradient(const Layer& L, const float* drow,
+                                                      const float* xrow, int64_t kx, int64_t ox0,
+                                                      int64_t ox1, float* acc) {
+  if (ox0 >= ox1) return;
+  const int64_t step = L.sw * L.c;
+  const float* xbase = xrow + (ox0 * L.sw - L.pad_left + kx * L.rw) * L.c;
+  int64_t ch = 0;
+  for (; ch + 8 <= L.c; ch += 8) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    const float* d = drow + ox0 * L.c + ch;
+    const float* xp = xbase + ch;
+    int64_t ox = ox0;
+    for (; ox + 4 <= ox1; ox += 4, d += 4 * L.c, xp += 4 * step) {
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(xp), s0);
+      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(d + L.c), _mm256_loadu_ps(xp + step), s1);
+      s2 = _mm256_fmadd_ps(_mm256_loadu_ps(d + 2 * L.c), _mm256_loadu_ps(xp + 2 * step), s2);
+      s3 = _mm256_fmadd_ps(_mm256_loadu_ps(d + 3 * L.c), _mm256_loadu_ps(xp + 3 * step), s3);
+    }
+    for (; ox < ox1; ++ox, d += L.c, xp += step)
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(xp), s0);
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    _mm256_storeu_ps(acc + ch, _mm256_add_ps(_mm256_loadu_ps(acc + ch), sum));
+  }
+  for (; ch < L.c; ++ch) {
+    float sum = 0.0f;
+    for (int64_t ox = ox0; ox < ox1; ++ox)
+      sum = std::fma(drow[ox * L.c + ch], xbase[(ox - ox0) * step + ch], sum);
+    acc[ch] += sum;
+  }
+}
+
+// As tap_gradient for the three taps of a kernel row at once, over columns
+// where all three read inside the image: each gradient vector is loaded once
+// for three multiply-adds. acc: the three taps' sums, c apart.
+__attribute__((target("avx2,fma"))) void three_tap_gradient(const Layer& L, const float* drow,
+                                                            const float* xrow, int64_t ox0,
+                                                            int64_t ox1, float* acc) {
+  const int64_t step = L.sw * L.c, tap = L.rw * L.c;
+  const float* xbase = xrow + (ox0 * L.sw - L.pad_left) * L.c;
+  int64_t ch = 0;
+  for (; ch + 8 <= L.c; ch += 8) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, b0 = a0, b1 = a0, b2 = a0;
+    const float* d = drow + ox0 * L.c + ch;
+    const float* xp = xbase + ch;
+    int64_t ox = ox0;
+    for (; ox + 2 <= ox1; ox += 2, d += 2 * L.c, xp += 2 * step) {
+      const __m256 g0 = _mm256_loadu_ps(d), g1 = _mm256_loadu_ps(d + L.c);
+      a0 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xp), a0);
+      a1 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xp + tap), a1);
+      a2 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xp + 2 * tap), a2);
+      b0 = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xp + step), b0);
+      b1 = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xp + step + tap), b1);
+      b2 = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xp + step + 2 * tap), b2);
+    }
+    if (ox < ox1) {
+      const __m256 g0 = _mm256_loadu_ps(d);
+      a0 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xp), a0);
+      a1 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xp + tap), a1);
+      a2 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xp + 2 * tap), a2);
+    }
+    float* out = acc + ch;
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), _mm256_add_ps(a0, b0)));
+    _mm256_storeu_ps(out + L.c, _mm256_add_ps(_mm256_loadu_ps(out + L.c), _mm256_add_ps(a1, b1)));
+    _mm256_storeu_ps(out + 2 * L.c,
+                     _mm256_add_ps(_mm256_loadu_ps(out + 2 * L.c), _mm256_add_ps(a2, b2)));
+  }
+  for (; ch < L.c; ++ch)
+    for (int64_t kx = 0; kx < 3; ++kx) {
+      float sum = 0.0f;
+      for (int64_t ox = ox0; ox < ox1; ++ox)
+        sum = std::fma(drow[ox * L.c + ch], xbase[(ox - ox0) * step + kx * tap + ch], sum);
+      acc[kx * L.c + ch] += sum;
+    }
+}
+
 // gdw[tap * c + ch] += sum over one image's output pixels of gd (the depthwise
-// output's gradient, [oh * ow, c]) times the pixel of x (the image) the tap reads. Row by row,
-// tap by tap, channel block by channel block: two loads per multiply-add,
-// both from rows in L1/L2, and the sums stay in registers along the row.
-__attribute__((target("avx2,fma"))) void depthwise_weight_gradient(const Layer& L,
-                                                                   const float* x,
-                                                                   const float* gd,
-                                                                   float* gdw) {
+// output's gradient, [oh * ow, c]) times the pixel of x (the image) the tap
+// reads. Row by row and kernel row by kernel row, the sums in registers along
+// the output row; for a 3-wide kernel, the columns where the three taps read
+// inside the image take them at once (two loads per multiply-add become four
+// per three), the others tap by tap.
+void depthwise_weight_gradient(const Layer& L, const float* x, const float* gd, float* gdw) {
+  int64_t lo[kMaxTaps], hi[kMaxTaps];  // per kernel column: the output columns reading inside
+  int64_t all_lo = 0, all_hi = L.ow;   // where every kernel column does
+  for (int64_t kx = 0; kx < L.kw; ++kx) {
+    inside_columns(L, kx, &lo[kx], &hi[kx]);
+    all_lo = std::max(all_lo, lo[kx]);
+    all_hi = std::min(all_hi, hi[kx]);
+  }
+  const bool three = L.kw == 3 && all_lo < all_hi;
   for (int64_t oy = 0; oy < L.oh; ++oy) {
     const float* drow = gd + oy * L.ow * L.c;
     for (int64_t ky = 0; ky < L.kh; ++ky) {
       const int64_t iy = oy * L.sh - L.pad_top + ky * L.rh;
       if (iy < 0 || iy >= L.h) continue;
+      const float* xrow = x + iy * L.w * L.c;
+      float* acc = gdw + ky * L.kw * L.c;
+      if (three) three_tap_gradient(L, drow, xrow, all_lo, all_hi, acc);
       for (int64_t kx = 0; kx < L.kw; ++kx) {
-        int64_t lo, hi;
-        inside_columns(L, kx, &lo, &hi);
-        const float* xrow = x + (iy * L.w + lo * L.sw - L.pad_left + kx * L.rw) * L.c;
-        const int64_t step = L.sw * L.c;
-        float* acc = gdw + (ky * L.kw + kx) * L.c;
-        int64_t ch = 0;
-        for (; ch + 8 <= L.c; ch += 8) {
-          // Four running sums: one would wait on each multiply-add's latency.
-          __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-          const float* d = drow + lo * L.c + ch;
-          const float* xp = xrow + ch;
-          int64_t ox = lo;
-          for (; ox + 4 <= hi; ox += 4, d += 4 * L.c, xp += 4 * step) {
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(xp), s0);
-            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(d + L.c), _mm256_loadu_ps(xp + step), s1);
-            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(d + 2 * L.c), _mm256_loadu_ps(xp + 2 * step), s2);
-            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(d + 3 * L.c), _mm256_loadu_ps(xp + 3 * step), s3);
-          }
-          for (; ox < hi; ++ox, d += L.c, xp += step)
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(xp), s0);
-          const __m256 sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-          _mm256_storeu_ps(acc + ch, _mm256_add_ps(_mm256_loadu_ps(acc + ch), sum));
+        if (!three) {
+          tap_gradient(L, drow, xrow, kx, lo[kx], hi[kx], acc + kx * L.c);
+          continue;
         }
-        for (; ch < L.c; ++ch) {
-          float sum = 0.0f;
-          for (int64_t ox = lo; ox < hi; ++ox) sum = std::fma(drow[ox * L.c + ch], xrow[(ox - lo) * step + ch], sum);
-          acc[ch] += sum;
-        }
+        tap_gradient(L, drow, xrow, kx, lo[kx], all_lo, acc + kx * L.c);
+        tap_gradient(L, drow, xrow, kx, all_hi, hi[kx], acc + kx * L.c);
       }
     }
   }
