@@ -41,17 +41,18 @@ struct Operands {
 
 constexpr int64_t kMaxTaps = 64;  // ops sends larger kernels down the PyTorch path
 
-// One output pixel, all channels, from its taps' input pixels xs[t]; taps in
-// order, each a fused multiply-add onto the running sum from zero.
-__attribute__((target("avx2,fma"))) void depthwise_pixel(const Layer& L, const float* const* xs,
-                                                         const float* dw, float* dst) {
-  const int64_t taps = L.kh * L.kw;
+// dst[ch] = sum over taps t of xs[t][ch] * ws[t][ch] for c channels: taps in
+// order, each a fused multiply-add onto the running sum from zero. Four
+// channel blocks at once, so that four sums are in flight, not one chain.
+__attribute__((target("avx2,fma"))) void sum_of_products(int64_t taps, int64_t c,
+                                                         const float* const* xs,
+                                                         const float* const* ws, float* dst) {
   int64_t ch = 0;
-  for (; ch + 32 <= L.c; ch += 32) {
+  for (; ch + 32 <= c; ch += 32) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t t = 0; t < taps; ++t) {
       const float* xp = xs[t] + ch;
-      const float* wp = dw + t * L.c + ch;
+      const float* wp = ws[t] + ch;
       s0 = _mm256_fmadd_ps(_mm256_loadu_ps(xp), _mm256_loadu_ps(wp), s0);
       s1 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + 8), _mm256_loadu_ps(wp + 8), s1);
       s2 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + 16), _mm256_loadu_ps(wp + 16), s2);
@@ -62,15 +63,15 @@ __attribute__((target("avx2,fma"))) void depthwise_pixel(const Layer& L, const f
     _mm256_storeu_ps(dst + ch + 16, s2);
     _mm256_storeu_ps(dst + ch + 24, s3);
   }
-  for (; ch + 8 <= L.c; ch += 8) {
+  for (; ch + 8 <= c; ch += 8) {
     __m256 s = _mm256_setzero_ps();
     for (int64_t t = 0; t < taps; ++t)
-      s = _mm256_fmadd_ps(_mm256_loadu_ps(xs[t] + ch), _mm256_loadu_ps(dw + t * L.c + ch), s);
+      s = _mm256_fmadd_ps(_mm256_loadu_ps(xs[t] + ch), _mm256_loadu_ps(ws[t] + ch), s);
     _mm256_storeu_ps(dst + ch, s);
   }
-  for (; ch < L.c; ++ch) {
+  for (; ch < c; ++ch) {
     float s = 0.0f;
-    for (int64_t t = 0; t < taps; ++t) s = std::fma(xs[t][ch], dw[t * L.c + ch], s);
+    for (int64_t t = 0; t < taps; ++t) s = std::fma(xs[t][ch], ws[t][ch], s);
     dst[ch] = s;
   }
 }
@@ -81,6 +82,8 @@ __attribute__((target("avx2,fma"))) void depthwise_span(const Layer& L, const Op
                                                         int64_t ox1, float* dst) {
   const float* rows_in[kMaxTaps];  // per ky: the input row, or null where it is padding
   const float* xs[kMaxTaps];       // per tap: the input pixel, or the zero pixel
+  const float* ws[kMaxTaps];       // per tap: its weights
+  for (int64_t t = 0; t < L.kh * L.kw; ++t) ws[t] = op.dw + t * L.c;
   for (int64_t ky = 0; ky < L.kh; ++ky) {
     const int64_t iy = oy * L.sh - L.pad_top + ky * L.rh;
     rows_in[ky] = iy >= 0 && iy < L.h ? op.x + (img * L.h + iy) * L.w * L.c : nullptr;
@@ -92,7 +95,7 @@ __attribute__((target("avx2,fma"))) void depthwise_span(const Layer& L, const Op
       for (int64_t ky = 0; ky < L.kh; ++ky)
         xs[ky * L.kw + kx] = inside && rows_in[ky] != nullptr ? rows_in[ky] + ix * L.c : op.zeros;
     }
-    depthwise_pixel(L, xs, op.dw, dst);
+    sum_of_products(L.kh * L.kw, L.c, xs, ws, dst);
   }
 }
 
@@ -124,7 +127,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void taps_3x3(const fl
 // while the block runs along the row, four pixels at a time (independent
 // sums, each pixel's address one register apart). Same order of operations,
 // same bits. Used for up to 32 channels: with more, the three input rows no
-// longer stay in L1 across the blocks and depthwise_pixel is faster (measured).
+// longer stay in L1 across the blocks and sum_of_products is faster (measured).
 __attribute__((target("avx2,fma"))) void depthwise_3x3_inside(const Layer& L, const Operands& op,
                                                               int64_t img, int64_t oy,
                                                               int64_t ox0, int64_t ox1,
@@ -616,34 +619,7 @@ __attribute__((target("avx2,fma"))) void depthwise_input_gradient_strided(const 
           weight[taps++] = dw + (ky_of[j] * L.kw + kx_of[i]) * L.c;
         }
       }
-      float* g = gx + (iy * L.w + ix) * L.c;
-      int64_t ch = 0;
-      for (; ch + 32 <= L.c; ch += 32) {  // four independent sums, not one chain of taps
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (int64_t t = 0; t < taps; ++t) {
-          const float* f = from[t] + ch;
-          const float* w = weight[t] + ch;
-          s0 = _mm256_fmadd_ps(_mm256_loadu_ps(f), _mm256_loadu_ps(w), s0);
-          s1 = _mm256_fmadd_ps(_mm256_loadu_ps(f + 8), _mm256_loadu_ps(w + 8), s1);
-          s2 = _mm256_fmadd_ps(_mm256_loadu_ps(f + 16), _mm256_loadu_ps(w + 16), s2);
-          s3 = _mm256_fmadd_ps(_mm256_loadu_ps(f + 24), _mm256_loadu_ps(w + 24), s3);
-        }
-        _mm256_storeu_ps(g + ch, s0);
-        _mm256_storeu_ps(g + ch + 8, s1);
-        _mm256_storeu_ps(g + ch + 16, s2);
-        _mm256_storeu_ps(g + ch + 24, s3);
-      }
-      for (; ch + 8 <= L.c; ch += 8) {
-        __m256 sum = _mm256_setzero_ps();
-        for (int64_t t = 0; t < taps; ++t)
-          sum = _mm256_fmadd_ps(_mm256_loadu_ps(from[t] + ch), _mm256_loadu_ps(weight[t] + ch), sum);
-        _mm256_storeu_ps(g + ch, sum);
-      }
-      for (; ch < L.c; ++ch) {
-        float sum = 0.0f;
-        for (int64_t t = 0; t < taps; ++t) sum = std::fma(from[t][ch], weight[t][ch], sum);
-        g[ch] = sum;
-      }
+      sum_of_products(taps, L.c, from, weight, gx + (iy * L.w + ix) * L.c);
     }
   }
 }
