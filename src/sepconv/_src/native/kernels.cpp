@@ -568,12 +568,12 @@ void depthwise_weight_gradient(const Layer& L, const float* x, const float* gd, 
       float* acc = gdw + ky * L.kw * L.c;
       if (three) three_tap_gradient(L, drow, xrow, all_lo, all_hi, acc);
       for (int64_t kx = 0; kx < L.kw; ++kx) {
-        if (!three) {
+        if (three) {  // the columns three_tap_gradient left out
+          tap_gradient(L, drow, xrow, kx, lo[kx], all_lo, acc + kx * L.c);
+          tap_gradient(L, drow, xrow, kx, all_hi, hi[kx], acc + kx * L.c);
+        } else {
           tap_gradient(L, drow, xrow, kx, lo[kx], hi[kx], acc + kx * L.c);
-          continue;
         }
-        tap_gradient(L, drow, xrow, kx, lo[kx], all_lo, acc + kx * L.c);
-        tap_gradient(L, drow, xrow, kx, all_hi, hi[kx], acc + kx * L.c);
       }
     }
   }
