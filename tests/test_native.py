@@ -107,10 +107,12 @@ def test_kernel_matches_reference(case):
     assert len(_run(case)) == 1
 
 
-@given(kernel_cases(), st.integers(1, 32))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_3x3_kernel_on_few_channels_matches_reference(case, channels):
-    """3x3 with at most 32 channels: interior pixels take the register-resident weights."""
+@given(kernel_cases(), st.integers(1, 80))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_3x3_kernel_interior_paths_match_reference(case, channels):
+    """3x3 on images wide enough for the interior paths: with column stride 1 and rate 1 or 2,
+    8 and 4 pixels at a time with their input columns shared; otherwise, up to 32 channels, the
+    weights held in registers along the row."""
     rate_h, rate_w = case["call"]["rate"]  # room for the dilated 3x3 window, also under VALID
     case = dict(case, kernel=(3, 3), channels=channels, height=case["height"] + 2 * rate_h,
                 width=case["width"] + 2 * rate_w + 8)

@@ -122,17 +122,17 @@ __attribute__((target("avx2,fma"), always_inline)) inline void taps_3x3(const fl
   if (P > 3) _mm256_storeu_ps(d + 3 * ldd, s3);
 }
 
-// As depthwise_span for a 3x3 kernel whose every tap is inside the input:
-// channel block by channel block, the nine weight vectors stay in registers
-// while the block runs along the row, four pixels at a time (independent
-// sums, each pixel's address one register apart). Same order of operations,
-// same bits. Used for up to 32 channels: with more, the three input rows no
-// longer stay in L1 across the blocks and sum_of_products is faster (measured).
-__attribute__((target("avx2,fma"))) void depthwise_3x3_inside(const Layer& L, const Operands& op,
-                                                              int64_t img, int64_t oy,
-                                                              int64_t ox0, int64_t ox1,
-                                                              float* dst) {
-  if (ox0 >= ox1) return;
+// As depthwise_span for a 3x3 kernel whose every tap is inside the input, any
+// stride and rate: channel block by channel block, the nine weight vectors
+// stay in registers while the block runs along the row, four pixels at a time
+// (independent sums, each pixel's address one register apart). Same order of
+// operations, same bits. Used for up to 32 channels: with more, the three
+// input rows no longer stay in L1 across the blocks and sum_of_products is
+// faster (measured). Takes every pixel of [ox0, ox1): returns ox1.
+__attribute__((target("avx2,fma"))) int64_t depthwise_3x3_by_block(const Layer& L,
+                                                                   const Operands& op, int64_t img,
+                                                                   int64_t oy, int64_t ox0,
+                                                                   int64_t ox1, float* dst) {
   const float* origin =
       op.x + ((img * L.h + oy * L.sh - L.pad_top) * L.w + ox0 * L.sw - L.pad_left) * L.c;
   int64_t off[9];
@@ -157,20 +157,147 @@ __attribute__((target("avx2,fma"))) void depthwise_3x3_inside(const Layer& L, co
       dst[i * L.c + ch] = s;
     }
   }
+  return ox1;
+}
+
+// Input column J feeds output pixel J - KX * RW through tap KX, if that is
+// one of the P pixels.
+template <int P, int RW, int J, int KX>
+__attribute__((target("avx2,fma"), always_inline)) inline void column_tap(__m256 v,
+                                                                         const __m256* w,
+                                                                         __m256* s) {
+  constexpr int pixel = J - KX * RW;
+  if constexpr (pixel >= 0 && pixel < P) s[pixel] = _mm256_fmadd_ps(v, w[KX], s[pixel]);
+}
+
+// One kernel row's three taps onto the sums of P output pixels, the input
+// columns (x + j * c) in order: each is loaded once for every tap that reads
+// it, and every pixel's taps still arrive in tap order.
+template <int P, int RW, int J = 0>
+__attribute__((target("avx2,fma"), always_inline)) inline void kernel_row_3(const float* x,
+                                                                           int64_t c,
+                                                                           const __m256* w,
+                                                                           __m256* s) {
+  if constexpr (J < P + 2 * RW) {
+    const __m256 v = _mm256_loadu_ps(x + J * c);
+    column_tap<P, RW, J, 0>(v, w, s);
+    column_tap<P, RW, J, 1>(v, w, s);
+    column_tap<P, RW, J, 2>(v, w, s);
+    kernel_row_3<P, RW, J + 1>(x, c, w, s);
+  }
+}
+
+// The depthwise output of P neighbouring output pixels of a 3x3 kernel with
+// column stride 1, all of whose taps are inside the input: p is the first
+// pixel's top-left tap, the kernel rows are row_step apart. Per channel block,
+// P independent sums of nine fused multiply-adds in tap order from zero, as
+// sum_of_products (same bits); eight sums in flight cover the multiply-add's
+// latency on both pipes. The input row that the next output row adds (at
+// p + ahead) is brought into L2 on the way: the hardware prefetchers do not
+// follow the 3 * (P + 2) columns read at once.
+template <int P, int RW>
+__attribute__((target("avx2,fma"))) void pixels_3x3(const float* p, int64_t row_step,
+                                                    int64_t ahead, int64_t c, const float* dw,
+                                                    float* d) {
+  int64_t ch = 0;
+  for (; ch + 8 <= c; ch += 8) {
+    if (ch % 16 == 0) {  // once per cache line
+#pragma GCC unroll 8
+      for (int i = 0; i < P; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(p + ahead + i * c + ch), _MM_HINT_T1);
+    }
+    __m256 s[P];
+    for (auto& v : s) v = _mm256_setzero_ps();
+#pragma GCC unroll 3
+    for (int ky = 0; ky < 3; ++ky) {
+      const float* wk = dw + ky * 3 * c + ch;
+      const __m256 w[3] = {_mm256_loadu_ps(wk), _mm256_loadu_ps(wk + c),
+                           _mm256_loadu_ps(wk + 2 * c)};
+      kernel_row_3<P, RW>(p + ky * row_step + ch, c, w, s);
+    }
+    for (int i = 0; i < P; ++i) _mm256_storeu_ps(d + i * c + ch, s[i]);
+  }
+  for (; ch < c; ++ch) {
+    for (int i = 0; i < P; ++i) {
+      float sum = 0.0f;
+      for (int t = 0; t < 9; ++t)
+        sum = std::fma(p[t / 3 * row_step + (i + t % 3 * RW) * c + ch], dw[t * c + ch], sum);
+      d[i * c + ch] = sum;
+    }
+  }
+}
+
+// As depthwise_span for a 3x3 kernel with column stride 1 whose every tap is
+// inside the input, for output pixels [ox0, ox1), 8 and then 4 at a time;
+// returns the first pixel it left (fewer than 4 are left).
+template <int RW>
+__attribute__((target("avx2,fma"))) int64_t depthwise_3x3_by_pixels(const Layer& L,
+                                                                 const Operands& op, int64_t img,
+                                                                 int64_t oy, int64_t ox0,
+                                                                 int64_t ox1, float* dst) {
+  const float* p = op.x + ((img * L.h + oy * L.sh - L.pad_top) * L.w + ox0 - L.pad_left) * L.c;
+  const int64_t row_step = L.rh * L.w * L.c, ahead = (L.sh + 2 * L.rh) * L.w * L.c;
+  int64_t ox = ox0;
+  for (; ox + 8 <= ox1; ox += 8, p += 8 * L.c, dst += 8 * L.c)
+    pixels_3x3<8, RW>(p, row_step, ahead, L.c, op.dw, dst);
+  if (ox + 4 <= ox1) {
+    pixels_3x3<4, RW>(p, row_step, ahead, L.c, op.dw, dst);
+    ox += 4;
+  }
+  return ox;
+}
+
+using InsidePath = int64_t (*)(const Layer&, const Operands&, int64_t, int64_t, int64_t, int64_t,
+                               float*);
+
+// The most of the 3 x 10 input lines (one per kernel row and column) that
+// depthwise_3x3_by_pixels<8, 1> reads per channel block which fall in one set
+// of a 32 KiB 8-way L1 (64 sets of 64 bytes). Each line is read again by the
+// next channel block; where one set holds more lines than it has ways, beside
+// the output's and the prefetch's, they evict each other first. That happens
+// where a pixel is a multiple of 512 bytes (128 channels): 6 lines in a set at
+// 56x56x128, 9 at 28x28x256, 15 at 14x14x512, 30 at 7x7x1024.
+int64_t lines_per_l1_set(const Layer& L) {
+  int64_t in_set[64] = {}, most = 0;
+  for (int64_t ky = 0; ky < 3; ++ky) {
+    for (int64_t j = 0; j < 10; ++j) {
+      const int64_t set = (ky * L.rh * L.w + j) * L.c * 4 / 64 % 64;
+      most = std::max(most, ++in_set[set]);
+    }
+  }
+  return most;
+}
+
+// The path for the pixels of a 3x3 kernel away from the padding, or null.
+// Measured on the suite's unstrided layers, batch 16, 1 thread, the whole
+// forward against sum_of_products per pixel (median of 27 calls,
+// interleaved): depthwise_3x3_by_pixels took 112x112x32 -> 64 from 14.8 to
+// 13.1 ms and 19x19x728 from 68.6 to 66.6 ms, but 56x56x128 from 21.6 to
+// 22.5 ms and 28x28x256 from 19.3 to 19.8 ms, where its lines share L1 sets
+// (lines_per_l1_set 6 and 9: the limit of 4 leaves room for the output's and
+// the prefetch's lines). With column stride 2 it was 1.3-2x slower than
+// sum_of_products at 64 and 128 channels and than depthwise_3x3_by_block at
+// 16, so strided layers do not take it.
+InsidePath inside_path(const Layer& L) {
+  if (L.kh != 3 || L.kw != 3) return nullptr;
+  if (L.sw == 1 && (L.rw == 1 || L.rw == 2) && lines_per_l1_set(L) <= 4)
+    return L.rw == 1 ? depthwise_3x3_by_pixels<1> : depthwise_3x3_by_pixels<2>;
+  return L.c <= 32 ? depthwise_3x3_by_block : nullptr;
 }
 
 // Depthwise output of output pixels [r0, r1) into a[(r - r0) * c + ch],
-// output row by output row; a 3x3 kernel's pixels away from the padding
-// take depthwise_3x3_inside.
+// output row by output row; the pixels of a 3x3 kernel away from the padding
+// take its inside path.
 __attribute__((target("avx2,fma"))) void depthwise_rows(const Layer& L, const Operands& op,
                                                         int64_t r0, int64_t r1, float* a) {
+  const InsidePath inside = inside_path(L);
   for (int64_t r = r0; r < r1;) {
     const int64_t img = r / (L.oh * L.ow), oy = (r / L.ow) % L.oh, ox = r % L.ow;
     const int64_t ox_end = std::min(L.ow, ox + (r1 - r));
     float* dst = a + (r - r0) * L.c;
     int64_t lo = ox_end, hi = ox_end;  // the pixels whose taps are all inside: [lo, hi)
     const int64_t iy = oy * L.sh - L.pad_top;
-    if (L.kh == 3 && L.kw == 3 && L.c <= 32 && iy >= 0 && iy + 2 * L.rh < L.h) {
+    if (inside != nullptr && iy >= 0 && iy + 2 * L.rh < L.h) {
       const int64_t first = (L.pad_left + L.sw - 1) / L.sw;
       const int64_t last_ix = L.w - 1 - 2 * L.rw + L.pad_left;  // of the leftmost tap
       const int64_t end = last_ix < 0 ? 0 : last_ix / L.sw + 1;
@@ -178,8 +305,8 @@ __attribute__((target("avx2,fma"))) void depthwise_rows(const Layer& L, const Op
       hi = std::clamp(end, lo, ox_end);
     }
     depthwise_span(L, op, img, oy, ox, lo, dst);
-    depthwise_3x3_inside(L, op, img, oy, lo, hi, dst + (lo - ox) * L.c);
-    depthwise_span(L, op, img, oy, hi, ox_end, dst + (hi - ox) * L.c);
+    const int64_t left = lo < hi ? inside(L, op, img, oy, lo, hi, dst + (lo - ox) * L.c) : lo;
+    depthwise_span(L, op, img, oy, left, ox_end, dst + (left - ox) * L.c);
     r += ox_end - ox;
   }
 }
