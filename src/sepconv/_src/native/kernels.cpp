@@ -273,7 +273,8 @@ int64_t lines_per_l1_set(const Layer& L) {
 // forward against sum_of_products per pixel (median of 27 calls,
 // interleaved): depthwise_3x3_by_pixels took 112x112x32 -> 64 from 14.8 to
 // 13.1 ms and 19x19x728 from 68.6 to 66.6 ms, but 56x56x128 from 21.6 to
-// 22.5 ms and 28x28x256 from 19.3 to 19.8 ms, where its lines share L1 sets
+// 22.5 ms and 28x28x256 from 19.3 to 19.8 ms (slower in seven of eight such
+// comparisons of the two layers, by 1-3.7%), where its lines share L1 sets
 // (lines_per_l1_set 6 and 9: the limit of 4 leaves room for the output's and
 // the prefetch's lines). With column stride 2 it was 1.3-2x slower than
 // sum_of_products at 64 and 128 channels and than depthwise_3x3_by_block at
