@@ -250,17 +250,18 @@ __attribute__((target("avx2,fma"))) int64_t depthwise_3x3_by_pixels(const Layer&
 using InsidePath = int64_t (*)(const Layer&, const Operands&, int64_t, int64_t, int64_t, int64_t,
                                float*);
 
-// The most of the 3 x 10 input lines (one per kernel row and column) that
-// depthwise_3x3_by_pixels<8, 1> reads per channel block which fall in one set
-// of a 32 KiB 8-way L1 (64 sets of 64 bytes). Each line is read again by the
-// next channel block; where one set holds more lines than it has ways, beside
-// the output's and the prefetch's, they evict each other first. That happens
-// where a pixel is a multiple of 512 bytes (128 channels): 6 lines in a set at
-// 56x56x128, 9 at 28x28x256, 15 at 14x14x512, 30 at 7x7x1024.
+// The most of the input lines that pixels_3x3<8, RW> reads per channel block
+// (one per kernel row and input column: 3 x (8 + 2 * RW)) which fall in one
+// set of a 32 KiB 8-way L1 (64 sets of 64 bytes). Each line is read again by
+// the next channel block; where one set holds more lines than it has ways,
+// beside the output's and the prefetch's, they evict each other first. That
+// happens where a pixel is a multiple of 512 bytes (128 channels): at rate 1,
+// 6 lines in a set at 56x56x128, 9 at 28x28x256, 15 at 14x14x512, 30 at
+// 7x7x1024.
 int64_t lines_per_l1_set(const Layer& L) {
   int64_t in_set[64] = {}, most = 0;
   for (int64_t ky = 0; ky < 3; ++ky) {
-    for (int64_t j = 0; j < 10; ++j) {
+    for (int64_t j = 0; j < 8 + 2 * L.rw; ++j) {
       const int64_t set = (ky * L.rh * L.w + j) * L.c * 4 / 64 % 64;
       most = std::max(most, ++in_set[set]);
     }
