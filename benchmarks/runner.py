@@ -175,17 +175,30 @@ def run(argv):
     args = parse_args(argv)
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
+    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    info = machine()
+    log(f"machine: {info.get('Model name', '?')}, {info['cpu_count']} CPUs, {threads} threads per "
+        f"engine, load average {info['load_average_at_start']}")
+    # The memory pass saves each layer's arrays (about 1 GB for the whole suite): removed on exit.
+    with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as scratch:
+        document = measure(args, threads, scratch, log)
+    info["load_average_at_end"] = os.getloadavg()
+    document = {"command": "python -m sepconv bench " + " ".join(argv), "machine": info, **document}
+    names = document["engines"]
+    print(report.table(document["results"], names, document["summary"]))
+    report.write_all(args.out, document, names)
+    log(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.png')}")
+    return 0
+
+
+def measure(args, threads, scratch, log):
+    """Times every selected layer and mode; the fields of bench.json that describe the runs."""
     layers = suite.select(suite.LAYERS, args.layers, "layers")
     modes = suite.select(suite.MODES, args.modes, "modes")
     wanted = set(args.engines or ALL_ENGINES) | {"sepconv"}
     rounds = args.rounds or (3 if args.quick else 7)
     chunk = 0.02 if args.quick else 0.05
     memory = not (args.no_memory or args.quick)
-    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    info = machine()
-    log(f"machine: {info.get('Model name', '?')}, {info['cpu_count']} CPUs, {threads} threads per "
-        f"engine, load average {info['load_average_at_start']}")
-    scratch = tempfile.mkdtemp(prefix="sepconv-bench-")
     engines, skipped, versions, peer, python = build_engines(args, wanted, threads, scratch, log)
     versions["torch"] = torch.__version__
     kernel = native.status()
@@ -233,15 +246,7 @@ def run(argv):
         for engine in engines:
             engine.close()
     names = [e.name for e in engines]
-    summary = report.summarise(results, names)
-    print(report.table(results, names, summary))
-    info["load_average_at_end"] = os.getloadavg()
-    document = {"command": "python -m sepconv bench " + " ".join(argv), "machine": info,
-                "engines": names,
-                "threads": threads, "versions": versions, "skipped": skipped,
-                "sepconv_kernel": kernel,
-                "gemm_peak_gflops": peak / 1e9, "copy_bandwidth_gbs": bandwidth / 1e9,
-                "rounds": rounds, "results": results, "summary": summary}
-    report.write_all(args.out, document, names)
-    log(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.png')}")
-    return 0
+    return {"engines": names, "threads": threads, "versions": versions, "skipped": skipped,
+            "sepconv_kernel": kernel,
+            "gemm_peak_gflops": peak / 1e9, "copy_bandwidth_gbs": bandwidth / 1e9,
+            "rounds": rounds, "results": results, "summary": report.summarise(results, names)}

@@ -1,6 +1,8 @@
-"""The benchmark's summary and its verdicts on the targets of issue 3 (benchmarks/report.py, markdown.py)."""
+"""The benchmark: its summary, its verdicts on the targets of issue 3 and a whole run (benchmarks/)."""
 import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -59,3 +61,18 @@ def test_rendering_a_saved_file_recomputes_its_summary(tmp_path, capsys):
     path.write_text(json.dumps(document))
     markdown.main([str(path)])
     assert "out of reach in this run (1.80x" in capsys.readouterr().out
+
+
+def test_a_run_writes_its_report_and_removes_its_scratch_files(tmp_path):
+    """The memory pass saves each layer's arrays to a scratch folder, which must not outlive the run."""
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(scratch_parent)}
+    subprocess.run([sys.executable, "-m", "sepconv", "bench", "--layers", "mnv1-7x1024-1024",
+                    "--modes", "train-b16", "--engines", "torch-nchw", "--rounds", "1",
+                    "--threads", "1", "--out", str(out)],
+                   env=env, check=True, capture_output=True, cwd=pathlib.Path(__file__).parents[1])
+    (row,) = json.loads((out / "bench.json").read_text())["results"]
+    assert set(row["peak_mib"]) == {"sepconv", "torch-nchw"}
+    assert list(scratch_parent.iterdir()) == []
