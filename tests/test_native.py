@@ -141,15 +141,18 @@ def test_outputs_beyond_the_cache_are_streamed_and_correct():
     buffers.release()
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_thread_count_does_not_change_a_bit(threads):
-    x, dw, pw, b = _tensors(2, 17, 15, 48, 40, (3, 3), True, "NHWC", seed=9)
+# Few rows: the GEMM split over rows and panels; many rows: fused tiles. More
+# threads than this machine's 2 cores make the threads steal each other's items.
+@pytest.mark.parametrize("shape, stride", [((2, 17, 15, 48, 40), 2), ((4, 40, 40, 16, 24), 1)])
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_thread_count_does_not_change_a_bit(threads, shape, stride):
+    x, dw, pw, b = _tensors(*shape, (3, 3), True, "NHWC", seed=9)
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = ops.separable_conv2d(x, dw, pw, b, stride=(2, 2), activation="relu")
+        one = ops.separable_conv2d(x, dw, pw, b, stride=(stride, stride), activation="relu")
         torch.set_num_threads(threads)
-        many = ops.separable_conv2d(x, dw, pw, b, stride=(2, 2), activation="relu")
+        many = ops.separable_conv2d(x, dw, pw, b, stride=(stride, stride), activation="relu")
     finally:
         torch.set_num_threads(saved)
     assert torch.equal(one, many)

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -457,6 +458,44 @@ __attribute__((target("avx2,fma"))) void gemm_rows(const Layer& L, const Operand
   }
 }
 
+// Runs worker(next) once on each of torch's threads. Each thread gets an equal,
+// contiguous share of the items [0, items); next() returns its next own item
+// and, once those are done, takes the last item left in another thread's share
+// (then -1). A thread the host deschedules thus holds up at most the item it
+// has. Only for work whose result does not depend on which thread does an item.
+template <typename Worker>
+void share_items(int64_t items, const Worker& worker) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items));
+  // Each share as one word, first item in the low half and end in the high
+  // half, so the owner's and a thief's claims are one compare-and-swap each.
+  struct alignas(64) Share { std::atomic<uint64_t> range; };
+  std::vector<Share> shares(threads);
+  for (int64_t t = 0; t < threads; ++t) {
+    const uint64_t first = items * t / threads, end = items * (t + 1) / threads;
+    shares[t].range.store(first | end << 32, std::memory_order_relaxed);
+  }
+  const auto claim = [&](int64_t t, bool from_front) {
+    uint64_t range = shares[t].range.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint64_t first = range & 0xffffffffu, end = range >> 32;
+      if (first >= end) return int64_t{-1};
+      const uint64_t taken = from_front ? (first + 1) | end << 32 : first | (end - 1) << 32;
+      if (shares[t].range.compare_exchange_weak(range, taken, std::memory_order_relaxed))
+        return static_cast<int64_t>(from_front ? first : end - 1);
+    }
+  };
+  at::parallel_for(0, threads, 1, [&](int64_t self, int64_t) {
+    const auto next = [&]() {
+      for (int64_t i = 0; i < threads; ++i) {
+        const int64_t item = claim((self + i) % threads, i == 0);
+        if (item >= 0) return item;
+      }
+      return int64_t{-1};
+    };
+    worker(next);
+  });
+}
+
 // Rows per fused tile: the tile's depthwise output stays within ~128 KiB (L2).
 int64_t tile_rows(const Layer& L) {
   const int64_t rows = (int64_t{32} << 10) / std::max<int64_t>(L.c, 1);
@@ -476,9 +515,9 @@ void forward(const Layer& L, const Operands& op) {
     tiles = (tiles + threads - 1) / threads * threads;
     tile = (m + tiles - 1) / tiles;
     tiles = (m + tile - 1) / tile;
-    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    share_items(tiles, [&](const auto& next) {
       std::vector<float> a(tile * L.c);
-      for (int64_t t = begin; t < end; ++t) {
+      for (int64_t t = next(); t >= 0; t = next()) {
         const int64_t row0 = t * tile, rows = std::min(tile, m - row0);
         depthwise_rows(L, op, row0, row0 + rows, a.data());
         gemm_rows(L, op, a.data(), row0, rows, 0, panels);
@@ -501,8 +540,8 @@ void forward(const Layer& L, const Operands& op) {
   const int64_t gemm_tile = (m + gemm_tiles - 1) / gemm_tiles;
   const int64_t group = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
   const int64_t groups = (panels + group - 1) / group;
-  at::parallel_for(0, gemm_tiles * groups, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
+  share_items(gemm_tiles * groups, [&](const auto& next) {
+    for (int64_t item = next(); item >= 0; item = next()) {
       const int64_t t = item / groups, g = item % groups;
       const int64_t row0 = t * gemm_tile, rows = std::min(gemm_tile, m - row0);
       gemm_rows(L, op, a.data() + row0 * L.c, row0, rows, g * group,
