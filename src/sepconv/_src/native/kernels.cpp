@@ -465,35 +465,40 @@ __attribute__((target("avx2,fma"))) void gemm_rows(const Layer& L, const Operand
 // has. Only for work whose result does not depend on which thread does an item.
 template <typename Worker>
 void share_items(int64_t items, const Worker& worker) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items));
-  // Each share as one word, first item in the low half and end in the high
-  // half, so the owner's and a thief's claims are one compare-and-swap each.
-  struct alignas(64) Share { std::atomic<uint64_t> range; };
-  std::vector<Share> shares(threads);
-  for (int64_t t = 0; t < threads; ++t) {
-    const uint64_t first = items * t / threads, end = items * (t + 1) / threads;
-    shares[t].range.store(first | end << 32, std::memory_order_relaxed);
-  }
-  const auto claim = [&](int64_t t, bool from_front) {
-    uint64_t range = shares[t].range.load(std::memory_order_relaxed);
-    for (;;) {
-      const uint64_t first = range & 0xffffffffu, end = range >> 32;
-      if (first >= end) return int64_t{-1};
-      const uint64_t taken = from_front ? (first + 1) | end << 32 : first | (end - 1) << 32;
-      if (shares[t].range.compare_exchange_weak(range, taken, std::memory_order_relaxed))
-        return static_cast<int64_t>(from_front ? first : end - 1);
+  // A share is one word, its first item in the low half and its end in the
+  // high half, so that the owner's and a thief's claims are one
+  // compare-and-swap each. Beyond 2^31 items, they go out in rounds.
+  constexpr int64_t kRound = int64_t{1} << 31;
+  for (int64_t base = 0; base < items; base += kRound) {
+    const int64_t count = std::min(kRound, items - base);
+    const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), count));
+    struct alignas(64) Share { std::atomic<uint64_t> range; };
+    std::vector<Share> shares(threads);
+    for (int64_t t = 0; t < threads; ++t) {
+      const uint64_t first = count * t / threads, end = count * (t + 1) / threads;
+      shares[t].range.store(first | end << 32, std::memory_order_relaxed);
     }
-  };
-  at::parallel_for(0, threads, 1, [&](int64_t self, int64_t) {
-    const auto next = [&]() {
-      for (int64_t i = 0; i < threads; ++i) {
-        const int64_t item = claim((self + i) % threads, i == 0);
-        if (item >= 0) return item;
+    const auto claim = [&](int64_t t, bool from_front) {
+      uint64_t range = shares[t].range.load(std::memory_order_relaxed);
+      for (;;) {
+        const uint64_t first = range & 0xffffffffu, end = range >> 32;
+        if (first >= end) return int64_t{-1};
+        const uint64_t taken = from_front ? (first + 1) | end << 32 : first | (end - 1) << 32;
+        if (shares[t].range.compare_exchange_weak(range, taken, std::memory_order_relaxed))
+          return base + static_cast<int64_t>(from_front ? first : end - 1);
       }
-      return int64_t{-1};
     };
-    worker(next);
-  });
+    at::parallel_for(0, threads, 1, [&](int64_t self, int64_t) {
+      const auto next = [&]() {
+        for (int64_t i = 0; i < threads; ++i) {
+          const int64_t item = claim((self + i) % threads, i == 0);
+          if (item >= 0) return item;
+        }
+        return int64_t{-1};
+      };
+      worker(next);
+    });
+  }
 }
 
 // Rows per fused tile: the tile's depthwise output stays within ~128 KiB (L2).
