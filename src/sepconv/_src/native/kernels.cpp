@@ -471,7 +471,7 @@ void share_items(int64_t items, const Worker& worker) {
   constexpr int64_t kRound = int64_t{1} << 31;
   for (int64_t base = 0; base < items; base += kRound) {
     const int64_t count = std::min(kRound, items - base);
-    const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), count));
+    const int64_t threads = std::min<int64_t>(at::get_num_threads(), count);
     struct alignas(64) Share { std::atomic<uint64_t> range; };
     std::vector<Share> shares(threads);
     for (int64_t t = 0; t < threads; ++t) {
