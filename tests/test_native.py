@@ -30,7 +30,7 @@ def test_kernel_is_compiled_and_loaded_on_this_machine():
 
 
 @contextlib.contextmanager
-def kernel_calls(entry="separable_forward"):
+def kernel_calls(entry="forward_with"):
     """Records the arguments of every call of the kernel's ``entry`` made inside the block."""
     calls, run = [], getattr(native, entry)
 
@@ -135,7 +135,7 @@ def test_outputs_beyond_the_cache_are_streamed_and_correct():
     x, dw, pw, b = _tensors(1, 128, 128, 16, 512, (3, 3), True, "NHWC", seed=5)  # 32 MiB out
     with kernel_calls() as calls, torch.no_grad():
         actual = ops.separable_conv2d(x, dw, pw, b, stride=(1, 1), activation="relu6")
-    assert calls[0][-1] is True  # stream
+    assert calls[0][1][16] == 1  # the parameter block's stream flag
     _assert_float32_close(actual, _reference(x, dw, pw, b, "relu6", stride=(1, 1)))
     del actual
     buffers.release()
@@ -183,6 +183,81 @@ def test_cached_weight_layouts_follow_in_place_updates():
         with kernel_calls() as calls:
             actual = ops.separable_conv2d(x, dw, pw, b, activation="relu")
         assert len(calls) == 1
+        _assert_float32_close(actual, _reference(x, dw, pw, b, "relu"))
+
+
+@contextlib.contextmanager
+def general_path_refused():
+    """Fails any call inside the block that works out its geometry (the general path)."""
+    def refuse(*args):
+        raise AssertionError("the general path ran")
+
+    saved, ops._plan = ops._plan, refuse
+    try:
+        yield
+    finally:
+        ops._plan = saved
+
+
+def _repeatable(case):
+    """The case's tensors, NCHW input in channels_last memory (what the kernel reads)."""
+    x, dw, pw, b = _tensors(case["batch"], case["height"], case["width"], case["channels"],
+                            case["outputs"], case["kernel"], case["bias"], "NHWC", case["seed"])
+    return (x.permute(0, 3, 1, 2) if case["data_format"] == "NCHW" else x), dw, pw, b
+
+
+@given(kernel_cases())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_repeated_call_runs_its_recorded_kernel_call_with_the_same_bits(case):
+    x, dw, pw, b = _repeatable(case)
+    kwargs = dict(case["call"], data_format=case["data_format"], activation=case["activation"])
+    with torch.no_grad():
+        first = ops.separable_conv2d(x, dw, pw, b, **kwargs)
+        with general_path_refused(), kernel_calls() as calls:
+            again = ops.separable_conv2d(x, dw, pw, b, **kwargs)
+    assert len(calls) == 1
+    assert again.shape == first.shape and again.stride() == first.stride()
+    assert torch.equal(again, first)
+
+
+def _recorded(x, dw, pw, b, data_format="NHWC"):
+    with torch.no_grad():  # records the call's signature
+        ops.separable_conv2d(x, dw, pw, b, activation="relu", data_format=data_format)
+    return x, dw, pw, b
+
+
+@pytest.mark.parametrize("variant", ["float64", "strided input", "gradient", "nchw memory"])
+def test_a_repeat_with_other_tensors_runs_the_general_path(variant):
+    x, dw, pw, b = _recorded(*_tensors(1, 7, 7, 12, 20, (3, 3), True, "NHWC", seed=8))
+    data_format = "NHWC"
+    if variant == "float64":
+        x, dw, pw, b = (t.double() for t in (x, dw, pw, b))
+    elif variant == "strided input":
+        x = torch.randn(1, 7, 14, 12)[:, :, ::2]
+    elif variant == "gradient":
+        pw.requires_grad_(True)
+    else:  # the signature recorded for NCHW input in NHWC memory
+        _recorded(x.permute(0, 3, 1, 2), dw, pw, b, "NCHW")
+        x, data_format = x.permute(0, 3, 1, 2).contiguous(), "NCHW"
+    actual = ops.separable_conv2d(x, dw, pw, b, activation="relu", data_format=data_format)
+    assert actual.requires_grad == (variant == "gradient")
+    expected = _reference(x, dw, pw, b, "relu", data_format=data_format)
+    torch.testing.assert_close(actual.detach().double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_repeat_with_biases_of_another_shape_is_rejected():
+    x, dw, pw, _ = _recorded(*_tensors(1, 6, 6, 8, 24, (3, 3), True, "NHWC", seed=12))
+    with pytest.raises(ValueError, match=r"biases must have shape \[24\]"):
+        ops.separable_conv2d(x, dw, pw, torch.randn(23), activation="relu")
+
+
+def test_a_repeat_reads_its_weights_as_they_are_now():
+    x, dw, pw, b = _recorded(*_tensors(1, 6, 6, 8, 24, (3, 3), True, "NHWC", seed=12))
+    for update in (lambda: pw.mul_(-0.5), lambda: dw.add_(1.0), lambda: b.zero_(),
+                   lambda: setattr(pw, "data", torch.randn(pw.shape))):
+        update()
+        with general_path_refused(), torch.no_grad():
+            actual = ops.separable_conv2d(x, dw, pw, b, activation="relu")
         _assert_float32_close(actual, _reference(x, dw, pw, b, "relu"))
 
 

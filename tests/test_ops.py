@@ -300,6 +300,35 @@ def test_unknown_activation_is_rejected():
         call_ops(_case(activation="tanh"), *make_tensors(_case()))
 
 
+@pytest.mark.parametrize("shapes, message", [
+    (((3, 3, 16, 1), (1, 1, 16, 4), (4,)), r"depthwise_weights has 16 input channels \(shape "
+                                           r"\[3, 3, 16, 1\]\), but inputs have 8"),
+    (((3, 3, 8), (1, 1, 8, 4), (4,)), r"depthwise_weights must be 4-D \[kh, kw, in_channels, "
+                                      r"multiplier\], got shape \[3, 3, 8\]"),
+    (((3, 3, 8, 2), (1, 1, 8, 4), (4,)), r"pointwise_weights must have shape \[1, 1, 16, out\] "
+                                         r"for these depthwise_weights, got \[1, 1, 8, 4\]"),
+    (((3, 3, 8, 1), (2, 1, 8, 4), (4,)), r"pointwise_weights must have shape \[1, 1, 8, out\]"),
+    (((3, 3, 8, 1), (8, 4), (4,)), r"pointwise_weights must be 4-D \[1, 1, in_channels \* "
+                                   r"multiplier, out\], got shape \[8, 4\]"),
+    (((3, 3, 8, 1), (1, 1, 8, 4), (3,)), r"biases must have shape \[4\] \(the output "
+                                         r"channels\), got \[3\]"),
+    (((3, 3, 8, 2), None, (8,)), r"biases must have shape \[16\]"),
+    (((3, 3, 8, 1), (1, 1, 8, 4), (4,), "3-D"),
+     r"inputs must be 4-D (NHWC|NCHW), got shape \[(5, 5, 8|8, 5, 5)\]"),
+])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_operands_of_mismatched_shapes_are_rejected(shapes, message, data_format):
+    """The kernel would read past a short operand: every shape is checked against the input's."""
+    x = torch.randn(1, 5, 5, 8)
+    if data_format == "NCHW":
+        x = x.permute(0, 3, 1, 2)
+    if shapes[3:]:
+        x = x[0]
+    dw, pw, b = (None if shape is None else torch.randn(shape) for shape in shapes[:3])
+    with pytest.raises(ValueError, match=message):
+        ops.separable_conv2d(x, dw, pw, b, data_format=data_format)
+
+
 # ----------------------------------------------------------------------------
 # Batch-norm folding and the weight cache
 # ----------------------------------------------------------------------------

@@ -182,12 +182,17 @@ def separable_forward(library, x, depthwise, packed, biases, out, geometry, acti
     Raises:
         MemoryError: the kernel could not allocate its work buffer.
     """
-    params = _layer_params(x, depthwise, out.shape[1], geometry, activation, stream)
+    forward_with(library, layer_params(x.shape, depthwise.shape[:2], out.shape[1], geometry,
+                                       activation, stream), x, depthwise, packed, biases, out)
+
+
+def forward_with(library, params, x, depthwise, packed, biases, out):
+    """:func:`separable_forward` with its parameter block from :func:`layer_params`."""
     failed = library.sepconv_separable_forward(
         x.data_ptr(), depthwise.data_ptr(), packed.data_ptr(),
         0 if biases is None else biases.data_ptr(), out.data_ptr(), ctypes.addressof(params))
     if failed:
-        _raise_memory_error(x, out.shape[1])
+        _raise_memory_error(params)
 
 
 def separable_backward(library, x, depthwise, packed_t, grad_out, out, grad_x, geometry,
@@ -214,32 +219,38 @@ def separable_backward(library, x, depthwise, packed_t, grad_out, out, grad_x, g
     grad_depthwise = x.new_empty(depthwise.shape)
     grad_pointwise = x.new_empty((c, out.shape[1]))
     grad_biases = x.new_empty(out.shape[1]) if has_biases else None
-    params = _layer_params(x, depthwise, out.shape[1], geometry, activation, False)
+    params = layer_params(x.shape, depthwise.shape[:2], out.shape[1], geometry, activation, False)
     failed = library.sepconv_separable_backward(
         x.data_ptr(), depthwise.data_ptr(), packed_t.data_ptr(), grad_out.data_ptr(),
         out.data_ptr(), grad_x.data_ptr(), grad_depthwise.data_ptr(), grad_pointwise.data_ptr(),
         0 if grad_biases is None else grad_biases.data_ptr(), ctypes.addressof(params))
     if failed:
-        _raise_memory_error(x, out.shape[1])
+        _raise_memory_error(params)
     return grad_depthwise, grad_pointwise, grad_biases
 
 
-def _raise_memory_error(x, channels_out):
-    n, c, h, w = x.shape
+def _raise_memory_error(params):
+    n, h, w, c = params[:4]
     raise MemoryError(f"sepconv's kernel could not allocate its work buffer for an NHWC "
-                      f"input of shape {(n, h, w, c)} and {channels_out} output channels")
+                      f"input of shape {(n, h, w, c)} and {params[14]} output channels")
 
 
-def _layer_params(x, depthwise, channels_out, geometry, activation, stream):
-    """The kernel's parameter block (its ``Layer``) for this call shape, cached."""
-    key = (x.shape, depthwise.shape, geometry, channels_out, activation, stream)
+def layer_params(shape, kernel, channels_out, geometry, activation, stream):
+    """The kernel's parameter block (its ``Layer``), cached per call shape.
+
+    Args:
+        shape: the input's NCHW shape ``(n, c, h, w)``.
+        kernel: ``(kh, kw)``.
+        channels_out, geometry, activation, stream: as :func:`separable_forward`'s.
+    """
+    key = (shape, kernel, geometry, channels_out, activation, stream)
     params = _params.get(key)
     if params is None:
-        n, c, h, w = x.shape
+        n, c, h, w = shape
         (sh, sw), (rh, rw), (pad_top, pad_left), (oh, ow) = geometry
-        params = (ctypes.c_int64 * 17)(n, h, w, c, depthwise.shape[0], depthwise.shape[1], sh,
-                                       sw, rh, rw, pad_top, pad_left, oh, ow, channels_out,
-                                       ACTIVATIONS[activation], int(stream))
+        params = (ctypes.c_int64 * 17)(n, h, w, c, kernel[0], kernel[1], sh, sw, rh, rw, pad_top,
+                                       pad_left, oh, ow, channels_out, ACTIVATIONS[activation],
+                                       int(stream))
         if len(_params) >= 1024:  # shapes seen by a long-lived process stay bounded
             _params.clear()
         _params[key] = params
