@@ -245,6 +245,19 @@ def test_a_repeat_with_other_tensors_runs_the_general_path(variant):
     torch.testing.assert_close(actual.detach().double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_layers_of_the_same_shapes_share_a_signature_not_their_weights():
+    """MobileNet v1 has five 14x14x512 layers: one recorded call, each layer's own weights."""
+    x = _tensors(1, 6, 6, 8, 24, (3, 3), True, "NHWC", seed=13)[0]
+    layers = [_tensors(1, 6, 6, 8, 24, (3, 3), True, "NHWC", seed=seed)[1:] for seed in (14, 15)]
+    with torch.no_grad():
+        firsts = [ops.separable_conv2d(x, *weights, activation="relu") for weights in layers]
+        with general_path_refused():
+            repeats = [ops.separable_conv2d(x, *weights, activation="relu") for weights in layers]
+    assert not torch.equal(firsts[0], firsts[1])
+    for first, repeat in zip(firsts, repeats):
+        assert torch.equal(repeat, first)
+
+
 def test_a_repeat_with_biases_of_another_shape_is_rejected():
     x, dw, pw, _ = _recorded(*_tensors(1, 6, 6, 8, 24, (3, 3), True, "NHWC", seed=12))
     with pytest.raises(ValueError, match=r"biases must have shape \[24\]"):
