@@ -642,8 +642,7 @@ def _native_rows(library, x, depthwise_weights, pointwise_weights, biases, geome
         depthwise, packed = _native_weights(depthwise_weights, pointwise_weights,
                                             functools.partial(_pooled, x))
     else:
-        depthwise, packed = _cached(("native",), (depthwise_weights, pointwise_weights),
-                                    _native_weights)
+        depthwise, packed = _inference_weights(depthwise_weights, pointwise_weights)
     # Non-temporal stores for outputs beyond the cache: no read of the lines they overwrite.
     stream = (buffers.is_large(out.numel(), x) and channels_out % 8 == 0
               and out.data_ptr() % 32 == 0)
@@ -691,6 +690,11 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
             grad_weights, grad_biases)
 
 
+def _inference_weights(depthwise_weights, pointwise_weights):
+    """:func:`_native_weights`, cached per weight version (no gradient flows at inference)."""
+    return _cached(("native",), (depthwise_weights, pointwise_weights), _native_weights)
+
+
 def _native_weights(depthwise_weights, pointwise_weights, allocate=None):
     """The kernel's weight layouts: depthwise ``[kh, kw, c]``, pointwise packed in panels.
 
@@ -727,7 +731,9 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         either way (an NCHW result is a ``channels_last`` tensor).
 
     Raises:
-        ValueError: on an unknown ``activation``, or from :func:`conv_geometry`.
+        ValueError: on an unknown ``activation``, operands whose shapes do not
+            fit each other (the input's channels, the weights' and the biases'),
+            or from :func:`conv_geometry`.
 
     Shape:
         SAME: ``out = ceil(in / stride)``. VALID:
@@ -845,7 +851,7 @@ def _record(signature, repeat):
 class _Repeat:
     """A recorded kernel call, run again for a repeat of its signature."""
 
-    __slots__ = ("library", "params", "shape", "nchw")
+    __slots__ = ("library", "params", "shape", "nchw", "layout")
 
     def __init__(self, library, x, depthwise_weights, channels_out, geometry, activation,
                  data_format):
@@ -855,16 +861,16 @@ class _Repeat:
                                           channels_out, geometry, activation, False)
         self.shape = (x.shape[0], *geometry[3], channels_out)
         self.nchw = data_format == "NCHW"
+        # The kernel reads NHWC memory: an NCHW tensor must be channels_last.
+        self.layout = torch.channels_last if self.nchw else torch.contiguous_format
 
     def __call__(self, inputs, depthwise_weights, pointwise_weights, biases):
         """The output, or None where these tensors need the general path."""
-        layout = torch.channels_last if self.nchw else torch.contiguous_format
         if not (_kernel_dtype_and_device(inputs, depthwise_weights, pointwise_weights, biases)
-                and inputs.is_contiguous(memory_format=layout)
+                and inputs.is_contiguous(memory_format=self.layout)
                 and (biases is None or biases.is_contiguous())):
             return None
-        depthwise, packed = _cached(("native",), (depthwise_weights, pointwise_weights),
-                                    _native_weights)
+        depthwise, packed = _inference_weights(depthwise_weights, pointwise_weights)
         out = inputs.new_empty(self.shape)
         native.forward_with(self.library, self.params, inputs, depthwise, packed, biases, out)
         return out.permute(0, 3, 1, 2) if self.nchw else out
