@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import reference
 import sepconv as sc
 from sepconv._src.checkpoint import update_checkpoint_state, write_bundle
 from ddp_worker import LEARNING_RATE
@@ -651,3 +652,25 @@ def test_eval_folds_batch_norm_into_the_pointwise_stage(fresh_graph, monkeypatch
 
     monkeypatch.setattr("sepconv._src.ops.batch_norm", batch_norm_must_not_run)
     torch.testing.assert_close(module.eval()(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("in_channels", [None, 4])
+def test_eval_with_a_lazy_batch_norm_uses_its_initial_statistics(monkeypatch, in_channels):
+    # As TF's is_training=False on fresh variables: moving mean 0, variance 1.
+    x = torch.randn(2, 7, 7, 4, dtype=torch.float64)
+    module = sc.nn.SeparableConv2d(6, 3, 2, in_channels=in_channels,
+                                   normalizer=sc.nn.BatchNorm(dtype=torch.float64),
+                                   dtype=torch.float64).eval()
+    first = module(x)
+    bn = module.normalizer
+    assert bn.num_features == 6
+    expected = torch.relu(reference.batch_norm_inference(
+        reference.separable_conv2d(x, module.depthwise_weights, module.pointwise_weights),
+        bn.moving_mean, bn.moving_variance, bn.beta, None, bn.epsilon))
+    torch.testing.assert_close(first, expected, rtol=1e-12, atol=1e-12)
+
+    def batch_norm_must_not_run(*args, **kwargs):
+        raise AssertionError("with its statistics in place, batch norm must be folded")
+
+    monkeypatch.setattr("sepconv._src.ops.batch_norm", batch_norm_must_not_run)
+    torch.testing.assert_close(module(x), expected, rtol=1e-12, atol=1e-12)

@@ -176,7 +176,8 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         """Applies the separable convolution, the normalizer and the activation.
 
         In eval mode a :class:`BatchNorm` normalizer (without an activation of
-        its own) is folded into the pointwise weights and bias, and a ReLU or
+        its own) is folded into the pointwise weights and bias (a lazy one from
+        its second call, once its first has created its statistics), and a ReLU or
         ReLU6 activation runs in place on the GEMM output: the same function,
         one pass over the output instead of three.
         """
@@ -201,6 +202,8 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         norm = self.normalizer
         return (not self.training and isinstance(norm, BatchNorm) and not norm.training
                 and norm.activation_fn is None and self.pointwise_weights is not None
+                # A lazy normalizer has no statistics to fold until its first call.
+                and norm.num_features is not None
                 # A normalizer of another dtype is left to type promotion, unfolded.
                 and norm.moving_mean.dtype == self.pointwise_weights.dtype)
 
