@@ -77,6 +77,28 @@ def test_outputs_collection_gets_alias():
     assert sc.get_collection("outs") == [out] and out.aliases == ["blk"]
 
 
+def test_outputs_collection_may_be_one_name_as_in_slim_nets():
+    # slim's nets pass `end_points_collection = sc.original_name_scope + "_end_points"`, a string.
+    x = torch.ones(1, 3, 3, 1)
+    with sc.arg_scope([sc.separable_conv2d, sc.batch_norm], outputs_collections="net_end_points"):
+        a = sc.separable_conv2d(x, 1, 1, 1, scope="a")
+        b = sc.batch_norm(a, scope="b")
+    assert sc.get_collection("net_end_points") == [a, b] and (a.aliases, b.aliases) == (["a"], ["b"])
+    assert sc.get_collection("n") == []  # one name, not one per letter
+
+
+def test_weights_initializer_none_is_get_variables_default_as_in_tf():
+    x = torch.ones(1, 3, 3, 2)
+    sc.separable_conv2d(x, 8, 3, 1, weights_initializer=None, scope="default")
+    depthwise, pointwise = sc.global_variables()[:2]
+    for weights, fan_in, fan_out in ((depthwise, 9 * 2, 9 * 1), (pointwise, 2, 8)):
+        limit = (6 / (fan_in + fan_out)) ** 0.5  # Glorot uniform, get_variable's default
+        assert 0.5 * limit < weights.abs().max() <= limit
+    with sc.variable_scope("scoped", initializer=sc.constant_initializer(0.5)):
+        sc.separable_conv2d(x, 8, 3, 1, weights_initializer=None)
+    assert all(torch.all(v == 0.5) for v in sc.global_variables("scoped")[:2])
+
+
 def test_normalizer_replaces_biases_and_runs_inside_layer_scope():
     sc.separable_conv2d(torch.randn(2, 4, 4, 2), 3, 3, 1, normalizer_fn=sc.batch_norm)
     names = [v.name for v in sc.global_variables()]
@@ -97,6 +119,31 @@ def test_batch_norm_training_updates_moving_statistics_like_tf(dtype, correction
     moving_mean, moving_var = sc.global_variables()[2:]
     torch.testing.assert_close(moving_mean.detach(), 0.1 * mean)
     torch.testing.assert_close(moving_var.detach(), 0.9 + 0.1 * var * correction)
+
+
+# TF 2.21 + tf-slim 1.1 (graph mode, decay=0): 6.0000005 with fused=None or True,
+# 5.25 with fused=False (its non-fused ops), for this float32 batch.
+@pytest.mark.parametrize("fused,expected", [(None, 6.0), (True, 6.0), (False, 5.25)])
+def test_batch_norm_moving_variance_follows_fused_like_tf(fused, expected):
+    x = torch.arange(8, dtype=torch.float32).reshape(2, 2, 2, 1)
+    sc.batch_norm(x, decay=0.0, fused=fused)
+    moving_variance = sc.global_variables()[-1]
+    torch.testing.assert_close(moving_variance.detach(), torch.tensor([expected]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("is_training", [True, False])
+def test_batch_norm_of_half_inputs_keeps_float32_variables_like_tf(dtype, is_training):
+    x = torch.randn(4, 3, 3, 2) * 3 + 1
+    y = sc.batch_norm(x.to(dtype), decay=0.5, scale=True, is_training=is_training)
+    assert [v.dtype for v in sc.global_variables()] == [torch.float32] * 4
+    assert y.dtype == dtype
+    moving = [v.detach().clone() for v in sc.global_variables()[2:]]
+    with sc.Graph().as_default():
+        expected = sc.batch_norm(x.to(dtype).float(), decay=0.5, scale=True, is_training=is_training)
+        for value, reference in zip(moving, sc.global_variables()[2:]):
+            torch.testing.assert_close(value, reference.detach())
+    torch.testing.assert_close(y, expected.to(dtype))
 
 
 def test_batch_norm_inference_uses_moving_statistics_and_nchw_axis():

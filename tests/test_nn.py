@@ -217,6 +217,24 @@ def test_batch_norm_updates_moving_statistics_only_in_training():
     assert [name for name, _ in bn.named_parameters()] == ["beta"]
 
 
+@pytest.mark.parametrize("fused", [None, True, False])
+def test_batch_norm_module_follows_fused_as_the_functional_layer(fresh_graph, fused):
+    x = torch.randn(3, 2, 2, 4)
+    bn = sc.nn.BatchNorm(decay=0.0, fused=fused)
+    bn(x)
+    sc.batch_norm(x, decay=0.0, fused=fused)
+    torch.testing.assert_close(bn.moving_variance, fresh_graph.get_collection(sc.GraphKeys.GLOBAL_VARIABLES)[-1].detach())
+    assert ("fused" in repr(bn)) == (fused is not None)
+
+
+def test_batch_norm_module_returns_the_dtype_of_half_inputs():
+    bn = sc.nn.BatchNorm(scale=True)  # float32 statistics, as TF keeps them for half inputs
+    x = torch.randn(4, 3, 3, 2)
+    y = bn(x.half())
+    assert y.dtype == torch.float16 and bn.moving_mean.dtype == torch.float32
+    torch.testing.assert_close(y, sc.nn.BatchNorm(scale=True)(x.half().float()).half())
+
+
 @pytest.mark.parametrize("make,error,match", [
     (lambda: sc.nn.SeparableConv2d(4, 3, 1, padding="full"), ValueError, r"padding string 'full'.*SAME"),
     (lambda: sc.nn.SeparableConv2d(4, 3, 1, data_format="NWHC"), ValueError, "data_format has to be"),
@@ -229,6 +247,7 @@ def test_batch_norm_updates_moving_statistics_only_in_training():
     (lambda: sc.nn.SeparableConv2d(4, 3, 1, data_format="NCHW", normalizer=sc.nn.BatchNorm()),
      ValueError, "data_format='NHWC'.*must match the layer's data_format 'NCHW'"),
     (lambda: sc.nn.BatchNorm(decay=1.5), ValueError, r"decay 1.5: must be in \[0.0, 1.0\]"),
+    (lambda: sc.nn.BatchNorm(fused=0), TypeError, r"Invalid fused 0: expected a bool"),
     (lambda: sc.nn.BatchNorm(param_initializers={"mean": None}), ValueError, r"keys \['mean'\]"),
 ])
 def test_invalid_arguments_raise_naming_the_argument(make, error, match):

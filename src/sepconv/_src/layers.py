@@ -37,6 +37,14 @@ def _variable_collections(variables_collections, name):
     return variables_collections
 
 
+def _check_outputs_collections(value):
+    """A string names one collection here, as in TF's ``add_to_collections`` (slim's nets pass
+    their end-points collection so); variables_collections keeps refusing it, since TF would
+    iterate it letter by letter."""
+    return value if isinstance(value, str) else _check_collections(value, "outputs_collections",
+                                                                   allow_dict=False)
+
+
 def _check_collections(value, argument, allow_dict):
     if value is None:
         return None
@@ -123,12 +131,12 @@ def _check_conv_layer_options(activation_fn, normalizer_fn, normalizer_params,
     utils.check_callable(normalizer_fn, "normalizer_fn")
     utils.check_params(normalizer_params, "normalizer_params")
     _check_normalizer_params(normalizer_fn, normalizer_params)
-    utils.check_callable(weights_initializer, "weights_initializer", allow_none=False)
+    utils.check_callable(weights_initializer, "weights_initializer")
     utils.check_callable(weights_regularizer, "weights_regularizer")
     utils.check_callable(biases_initializer, "biases_initializer")
     utils.check_callable(biases_regularizer, "biases_regularizer")
     _check_collections(variables_collections, "variables_collections", allow_dict=True)
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    _check_outputs_collections(outputs_collections)
     utils.check_bool(trainable, "trainable")
     _check_scope(scope)
 
@@ -184,14 +192,16 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
         activation_fn: callable or None for linear.
         normalizer_fn: callable used instead of biases, e.g. :func:`batch_norm`.
         normalizer_params: dict of keyword arguments for ``normalizer_fn``.
-        weights_initializer, weights_regularizer: for both weight variables.
+        weights_initializer, weights_regularizer: for both weight variables; a
+            None initializer is ``get_variable``'s default (the scope's
+            initializer, else Xavier uniform), as in TF.
         biases_initializer: initializer of ``biases``; None skips biases.
         biases_regularizer: regularizer of ``biases``.
         reuse: reuse the layer's variables; needs ``scope``.
         variables_collections: list of collection names for all variables,
             or a dict with keys ``'weights'`` and ``'biases'``.
-        outputs_collections: collections the output is added to, with the
-            scope name appended to its ``aliases``.
+        outputs_collections: collections (a list, or one name as a string) the
+            output is added to, with the scope name appended to its ``aliases``.
         trainable: whether the variables are trainable.
         scope: variable scope name; default ``SeparableConv2d`` made unique.
 
@@ -296,7 +306,9 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
     non-trainable ``moving_mean`` and ``moving_variance`` under scope
     ``BatchNorm``. With ``is_training=True`` it normalises with the batch
     statistics and updates the moving statistics in place, as TF's layers do
-    when run eagerly; otherwise it uses the moving statistics.
+    when run eagerly; otherwise it uses the moving statistics. The variables
+    have the input's dtype, but float32 for float16 and bfloat16 inputs (as
+    TF's), and the output has the input's dtype.
 
     Args:
         inputs: 4-D tensor in ``data_format``.
@@ -312,7 +324,9 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
         reuse, variables_collections, outputs_collections, trainable, scope:
             as in :func:`separable_conv2d`; ``variables_collections`` dict keys
             are the parameter names.
-        fused: accepted; the result is that of TF's fused kernel either way.
+        fused: None or True: TF's fused kernel, whose moving variance takes the
+            Bessel-corrected batch variance (float16/bfloat16/float32); False:
+            TF's non-fused ops, the biased batch variance. Outputs are the same.
         data_format: ``'NHWC'`` or ``'NCHW'``: the channel axis.
         batch_weights, zero_debias_moving_mean, renorm, renorm_clipping,
         renorm_decay, adjustment: only their defaults are supported.
@@ -347,7 +361,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
     initializers = utils.check_params(param_initializers, "param_initializers", _BATCH_NORM_PARAMS)
     regularizers = utils.check_params(param_regularizers, "param_regularizers", ("beta", "gamma"))
     _check_collections(variables_collections, "variables_collections", allow_dict=True)
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    _check_outputs_collections(outputs_collections)
     for name, value, default in (("batch_weights", batch_weights, None),
                                  ("zero_debias_moving_mean", zero_debias_moving_mean, False),
                                  ("renorm", renorm, False), ("renorm_clipping", renorm_clipping, None),
@@ -366,7 +380,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
         with variable_scope(scope, "BatchNorm", reuse=reuse) as layer_scope:
             def param(name, default_init, is_trainable):
                 return model_variable(
-                    name, [channels], dtype=x.dtype, device=x.device,
+                    name, [channels], dtype=ops.batch_norm_dtype(x.dtype), device=x.device,
                     initializer=initializers.get(name, default_init),
                     regularizer=regularizers.get(name), trainable=is_trainable,
                     collections=_variable_collections(variables_collections, name))
@@ -381,7 +395,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
                 _restore_if_call_fails(graph, (moving_mean, moving_variance))
             outputs = ops.batch_norm(x, beta, gamma, moving_mean, moving_variance, decay=decay,
                                      epsilon=epsilon, is_training=training,
-                                     channel_axis=3 if data_format == "NHWC" else 1)
+                                     channel_axis=3 if data_format == "NHWC" else 1, fused=fused)
             if activation_fn is not None:
                 outputs = activation_fn(outputs)
             return collect_named_outputs(outputs_collections, layer_scope.name, outputs)

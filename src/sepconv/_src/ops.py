@@ -876,33 +876,48 @@ class _Repeat:
         return out.permute(0, 3, 1, 2) if self.nchw else out
 
 
+# TF keeps batch norm's variables in float32 for these inputs, and its fused kernel computes in it.
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def batch_norm_dtype(dtype):
+    """The dtype of batch norm's variables for inputs of ``dtype``, as TF's layer makes them."""
+    return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+
 def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsilon,
-               is_training, channel_axis):
+               is_training, channel_axis, fused=None):
     """contrib's batch norm over every axis but ``channel_axis``.
 
     In training the batch statistics normalise (biased variance) and the
     moving statistics are updated in place as ``moving = moving * decay +
     batch * (1 - decay)``, i.e. PyTorch's ``momentum = 1 - decay``. The moving
     variance takes the Bessel-corrected batch variance (``n / max(n - 1, 1)``)
-    where TF runs its fused kernel (float16/bfloat16/float32), and the biased
-    one for float64, which TF computes with its non-fused ops.
+    where TF runs its fused kernel (``fused`` None or True, and float16,
+    bfloat16 or float32 inputs), else the biased one, as TF's non-fused ops
+    (``fused=False``, or float64). float16 and bfloat16 inputs are normalised
+    in float32, as by TF's fused kernel, and the output is cast back.
 
     Args:
         beta, gamma: ``[C]`` tensors or None (no centre / no scale).
         moving_mean, moving_variance: ``[C]`` tensors, updated in training.
+        fused: TF's ``fused`` argument: None or True for its fused kernel
+            where one exists, False for its non-fused ops.
 
     Returns:
-        The normalised tensor, shaped like ``inputs``.
+        The normalised tensor, shaped and typed like ``inputs``.
     """
     axis = channel_axis % inputs.dim()
-    reduce_dims = [d for d in range(inputs.dim()) if d != axis]
-    shape = [1] * inputs.dim()
+    x = inputs.float() if inputs.dtype in _HALF_DTYPES else inputs
+    reduce_dims = [d for d in range(x.dim()) if d != axis]
+    shape = [1] * x.dim()
     shape[axis] = -1
     if is_training:
-        variance, mean = _batch_moments(inputs, reduce_dims, axis)
-        count = inputs.numel() // max(inputs.shape[axis], 1)
+        variance, mean = _batch_moments(x, reduce_dims, axis)
+        count = x.numel() // max(x.shape[axis], 1)
+        corrected = fused is not False and inputs.dtype != torch.float64
         with torch.no_grad():
-            bessel = count / max(count - 1, 1) if _has_fused_kernel(inputs.dtype) else 1.0
+            bessel = count / max(count - 1, 1) if corrected else 1.0
             moving_mean.mul_(decay).add_(mean.detach().to(moving_mean.dtype), alpha=1 - decay)
             moving_variance.mul_(decay).add_((variance.detach() * bessel).to(moving_variance.dtype),
                                              alpha=1 - decay)
@@ -914,11 +929,8 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
     shift = -mean * scale
     if beta is not None:
         shift = shift + beta
-    return inputs * scale.view(shape) + shift.view(shape)
-
-
-def _has_fused_kernel(dtype):
-    return dtype != torch.float64
+    outputs = x * scale.view(shape) + shift.view(shape)
+    return outputs.to(inputs.dtype) if inputs.dtype in _HALF_DTYPES else outputs
 
 
 def _batch_moments(inputs, reduce_dims, axis):
@@ -960,7 +972,7 @@ def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, bet
                    (pointwise_weights, biases, moving_mean, moving_variance, beta, gamma), fold)
 
 
-__all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "conv_geometry", "depthwise_conv2d_nchw",
+__all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "batch_norm_dtype", "conv_geometry", "depthwise_conv2d_nchw",
            "depthwise_kernel", "fold_batch_norm", "fusable_activation", "output_shape", "pointwise_kernel",
            "pointwise_matrix", "same_padding", "separable_conv2d"]
 

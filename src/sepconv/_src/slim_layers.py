@@ -23,7 +23,7 @@ from . import graph as graph_lib
 from . import ops, utils
 from .arg_scope import add_arg_scope
 from .initializers import xavier_initializer, zeros_initializer
-from .layers import (_biases_unless_normalized, _channels, _check_collections,
+from .layers import (_biases_unless_normalized, _channels, _check_outputs_collections,
                      _check_conv_layer_options, _check_scope, _check_variables_match,
                      _normalize_activate_collect, _spatial, _variable_collections,
                      collect_named_outputs)
@@ -69,14 +69,15 @@ def convolution2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME", da
         activation_fn: callable or None for linear.
         normalizer_fn: callable used instead of biases, e.g. ``batch_norm``.
         normalizer_params: dict of keyword arguments for ``normalizer_fn``.
-        weights_initializer, weights_regularizer: for ``weights``.
+        weights_initializer, weights_regularizer: for ``weights``; a None
+            initializer is ``get_variable``'s default, as in TF.
         biases_initializer: initializer of ``biases``; None skips biases.
         biases_regularizer: regularizer of ``biases``.
         reuse: reuse the layer's variables; needs ``scope``.
         variables_collections: list of collection names for all variables,
             or a dict with keys ``'weights'`` and ``'biases'``.
-        outputs_collections: collections the output is added to, with the
-            scope name appended to its ``aliases``.
+        outputs_collections: collections (a list, or one name as a string) the
+            output is added to, with the scope name appended to its ``aliases``.
         trainable: whether the variables are trainable.
         scope: variable scope name; default ``Conv`` made unique.
 
@@ -177,7 +178,7 @@ def _check_pool_args(inputs, kernel_size, stride, padding, data_format, outputs_
     padding = utils.padding_mode(padding)
     kernel = utils.pair(kernel_size, "kernel_size")
     strides = utils.pair(stride, "stride")
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    _check_outputs_collections(outputs_collections)
     _check_scope(scope)
     if scope is not None and not isinstance(scope, str):
         raise TypeError(f"Invalid scope {scope!r}: a pooling layer opens a name scope, which "
@@ -202,7 +203,7 @@ def avg_pool2d(inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC
         stride: int or pair; slim's default is 2.
         padding: ``'VALID'`` (default) or ``'SAME'``, any case.
         data_format: ``'NHWC'`` or ``'NCHW'``.
-        outputs_collections: collections the output is added to.
+        outputs_collections: collections the output is added to (a list, or one name).
         scope: name scope; default ``AvgPool2D``, made unique.
 
     Returns:
@@ -238,7 +239,7 @@ def max_pool2d(inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC
         stride: int or pair; slim's default is 2.
         padding: ``'VALID'`` (default) or ``'SAME'`` (pads with -inf).
         data_format: ``'NHWC'`` or ``'NCHW'``.
-        outputs_collections: collections the output is added to.
+        outputs_collections: collections the output is added to (a list, or one name).
         scope: name scope; default ``MaxPool2D``, made unique.
 
     Returns:
@@ -311,7 +312,7 @@ def dropout(inputs, keep_prob=0.5, noise_shape=None, is_training=True, outputs_c
         noise_shape: shape of the random mask, broadcast over ``inputs``
             (entries 1 or the input's size; None for the input's size).
         is_training: bool or scalar bool tensor; when False, no dropout.
-        outputs_collections: collections the output is added to.
+        outputs_collections: collections the output is added to (a list, or one name).
         scope: variable scope; default ``Dropout``, made unique.
         seed: int or None; see above.
 
@@ -335,7 +336,7 @@ def dropout(inputs, keep_prob=0.5, noise_shape=None, is_training=True, outputs_c
     """
     keep_prob = _check_keep_prob(keep_prob)
     training = utils.check_training(is_training)
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    _check_outputs_collections(outputs_collections)
     _check_scope(scope)
     seed = utils.check_seed(seed)
     x = utils.to_tensor(inputs, "inputs", min_rank=1, max_rank=None)
@@ -393,7 +394,7 @@ def flatten(inputs, outputs_collections=None, scope=None):
 
     Args:
         inputs: tensor or array of rank >= 2, ``[batch_size, ...]``.
-        outputs_collections: collections the output is added to.
+        outputs_collections: collections the output is added to (a list, or one name).
         scope: name scope; default ``Flatten``, made unique.
 
     Returns:
@@ -408,7 +409,7 @@ def flatten(inputs, outputs_collections=None, scope=None):
         >>> tuple(sc.flatten(torch.ones(2, 3, 4, 5)).shape)
         (2, 60)
     """
-    _check_collections(outputs_collections, "outputs_collections", allow_dict=False)
+    _check_outputs_collections(outputs_collections)
     _check_scope(scope)
     x = utils.to_tensor(inputs, "inputs", min_rank=2, max_rank=None)
     graph = graph_lib.get_default_graph()

@@ -33,6 +33,9 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         param_initializers: dict of initializers keyed by ``beta``, ``gamma``,
             ``moving_mean``, ``moving_variance``.
         trainable: whether ``beta`` and ``gamma`` require gradients.
+        fused: TF's ``fused``: None or True update the moving variance with the
+            Bessel-corrected batch variance (TF's fused kernel), False with the
+            biased one (its non-fused ops); see :func:`sepconv.batch_norm`.
         device, dtype: factory keyword arguments of the tensors.
 
     Raises:
@@ -57,7 +60,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
 
     def __init__(self, num_features=None, decay=0.999, center=True, scale=False, epsilon=0.001,
                  activation_fn=None, data_format="NHWC", param_initializers=None,
-                 trainable=True, *, device=None, dtype=None):
+                 trainable=True, fused=None, *, device=None, dtype=None):
         super().__init__()
         self.decay = utils.check_fraction(decay, "decay", 0.0, 1.0, high_inclusive=True)
         self.epsilon = utils.check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
@@ -68,6 +71,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         self.param_initializers = dict(utils.check_params(param_initializers, "param_initializers",
                                                      _BATCH_NORM_PARAMS))
         trainable = utils.check_bool(trainable, "trainable")
+        self.fused = None if fused is None else utils.check_bool(fused, "fused")
         lazy = num_features is None
         shape = None if lazy else (utils.positive_int(num_features, "num_features"),)
         factory = {"device": device, "dtype": utils.as_dtype(dtype)}
@@ -111,7 +115,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         _check_input_channels(x, self.num_features, self.data_format)
         outputs = ops.batch_norm(x, self.beta, self.gamma, self.moving_mean, self.moving_variance,
                                  decay=self.decay, epsilon=self.epsilon, is_training=self.training,
-                                 channel_axis=_channel_axis(self.data_format))
+                                 channel_axis=_channel_axis(self.data_format), fused=self.fused)
         return outputs if self.activation_fn is None else self.activation_fn(outputs)
 
     def tf_variable_names(self):
@@ -130,4 +134,6 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                  f"scale={self.scale}", f"data_format={self.data_format!r}"]
         if self.activation_fn is not None:
             parts.append(f"activation_fn={_callable_name(self.activation_fn)}")
+        if self.fused is not None:
+            parts.append(f"fused={self.fused}")
         return ", ".join(parts)
