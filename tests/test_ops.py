@@ -329,6 +329,25 @@ def test_operands_of_mismatched_shapes_are_rejected(shapes, message, data_format
         ops.separable_conv2d(x, dw, pw, b, data_format=data_format)
 
 
+@pytest.mark.parametrize("argument", ["depthwise_weights", "pointwise_weights", "biases"])
+def test_operands_of_another_dtype_are_rejected_naming_them(argument):
+    operands = {"inputs": torch.randn(1, 5, 5, 2), "depthwise_weights": torch.randn(3, 3, 2, 1),
+                "pointwise_weights": torch.randn(1, 1, 2, 4), "biases": torch.randn(4)}
+    operands[argument] = operands[argument].double()
+    with pytest.raises(TypeError, match=f"{argument} has dtype torch.float64, but inputs have "
+                                        r"torch.float32: convert one"):
+        ops.separable_conv2d(*operands.values())
+
+
+def test_autocast_casts_operands_of_another_dtype():
+    x, dw, pw, b = torch.randn(1, 5, 5, 2), torch.randn(3, 3, 2, 1), torch.randn(1, 1, 2, 4), torch.randn(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ops.separable_conv2d(x.bfloat16(), dw, pw, b)
+    assert y.dtype == torch.bfloat16
+    expected = reference.separable_conv2d(x.bfloat16().double(), dw.double(), pw.double(), b.double())
+    torch.testing.assert_close(y.double(), expected, rtol=0.05, atol=0.05)
+
+
 # ----------------------------------------------------------------------------
 # Batch-norm folding and the weight cache
 # ----------------------------------------------------------------------------

@@ -734,6 +734,8 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         ValueError: on an unknown ``activation``, operands whose shapes do not
             fit each other (the input's channels, the weights' and the biases'),
             or from :func:`conv_geometry`.
+        TypeError: on weights or biases of another dtype than ``inputs``
+            (outside ``torch.autocast``, which casts them).
 
     Shape:
         SAME: ``out = ceil(in / stride)``. VALID:
@@ -791,7 +793,14 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
 
 
 def _check_operands(inputs, data_format, depthwise_weights, pointwise_weights, biases):
-    """The shapes of the operands against each other: the kernel would read past a short one."""
+    """The operands against each other: dtypes, and shapes (the kernel would read past a short one)."""
+    if not _autocasting(inputs.device):
+        for argument, tensor in (("depthwise_weights", depthwise_weights),
+                                 ("pointwise_weights", pointwise_weights), ("biases", biases)):
+            if tensor is not None and tensor.dtype != inputs.dtype:
+                raise TypeError(f"{argument} has dtype {tensor.dtype}, but inputs have "
+                                f"{inputs.dtype}: convert one to the other's (a module with "
+                                f"module.to(dtype)).")
     channels = _shape_of("inputs", inputs, data_format)[3 if data_format == "NHWC" else 1]
     _, _, weight_channels, multiplier = _shape_of("depthwise_weights", depthwise_weights,
                                                   "[kh, kw, in_channels, multiplier]")
@@ -809,6 +818,11 @@ def _check_operands(inputs, data_format, depthwise_weights, pointwise_weights, b
     if biases is not None and tuple(biases.shape) != (channels_out,):
         raise ValueError(f"biases must have shape [{channels_out}] (the output channels), got "
                          f"{list(biases.shape)}.")
+
+
+def _autocasting(device):
+    """Whether ``torch.autocast`` casts ops on ``device`` (never on one it does not know, as meta)."""
+    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
 
 
 def _shape_of(argument, tensor, expected):
