@@ -186,6 +186,23 @@ def test_cached_weight_layouts_follow_in_place_updates():
         _assert_float32_close(actual, _reference(x, dw, pw, b, "relu"))
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_fingerprint_follows_contents_and_spans_strided_tensors(compiled, monkeypatch):
+    if not compiled:
+        monkeypatch.setattr(native, "load", lambda: None)  # the pure-Python fallback
+    for tensor in (torch.arange(1.0, 2.0), torch.randn(3, 5), torch.randn(64, 300),
+                   torch.randn(40, 70).t(), torch.randn(2, 9, 9, 16).permute(0, 3, 1, 2)):
+        first = native.fingerprint(tensor)
+        assert native.fingerprint(tensor.clone(memory_format=torch.preserve_format)) == first
+        tensor.mul_(-3.0)  # a write to every element, as an optimizer step
+        second = native.fingerprint(tensor)
+        assert second != first
+        tensor[(-1,) * tensor.dim()] += 1.0  # the last word of the memory is always sampled
+        assert native.fingerprint(tensor) != second
+    assert native.fingerprint(torch.empty(0)) is None
+    assert native.fingerprint(torch.empty(4, device="meta")) is None
+
+
 @contextlib.contextmanager
 def general_path_refused():
     """Fails any call inside the block that works out its geometry (the general path)."""
@@ -289,7 +306,7 @@ def test_weight_panels_hold_the_matrix_and_zeros_past_it(rows, cols, transposed)
 
 def test_weight_layouts_are_cached_for_inference_and_made_afresh_in_training():
     x, dw, pw, b = _tensors(2, 6, 6, 8, 16, (3, 3), True, "NHWC", seed=16)
-    cached = lambda: (("native",), id(dw), id(pw)) in ops._WEIGHT_CACHE  # noqa: E731
+    cached = lambda: (("native",), False, id(dw), id(pw)) in ops._WEIGHT_CACHE  # noqa: E731
     dw.requires_grad_(True)
     pw.requires_grad_(True)
     ops.separable_conv2d(x, dw, pw, b).sum().backward()

@@ -409,6 +409,67 @@ def test_depthwise_cache_follows_weight_updates_and_keeps_gradients():
     torch.testing.assert_close(grad, expected, **F64)
 
 
+def _wide_layer(dtype):
+    """A layer whose pointwise weights span many of the fingerprint's sampling steps."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 4, 4, 256, generator=gen, dtype=dtype)
+    dw = torch.randn(3, 3, 256, 1, generator=gen, dtype=dtype)
+    pw = torch.randn(1, 1, 256, 256, generator=gen, dtype=dtype) / 16
+    return x, dw, torch.nn.Parameter(pw), torch.randn(256, generator=gen, dtype=dtype)
+
+
+def _check_wide_layer(x, dw, pw, b):
+    with torch.no_grad():
+        y = ops.separable_conv2d(x, dw, pw, b)
+    expected = reference.separable_conv2d(x.double(), dw.double(), pw.detach().double(), b.double())
+    torch.testing.assert_close(y.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weight_cache_follows_a_fused_optimizer_step(dtype):
+    x, dw, pw, b = _wide_layer(dtype)
+    _check_wide_layer(x, dw, pw, b)
+    # One element, between the words the memory fingerprint samples: only the
+    # optimizer-step count can tell.
+    pw.grad = torch.zeros_like(pw)
+    pw.grad[0, 0, 3, 5] = -100.0
+    version = pw._version
+    torch.optim.SGD([pw], lr=1.0, fused=True).step()
+    assert pw._version == version  # fused optimizers leave the version counter alone
+    _check_wide_layer(x, dw, pw, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weight_cache_follows_writes_through_data(dtype):
+    x, dw, pw, b = _wide_layer(dtype)
+    _check_wide_layer(x, dw, pw, b)
+    version = pw._version
+    pw.data.mul_(-2.0)  # old-style SGD loops write so; autograd's counter does not see it
+    assert pw._version == version
+    _check_wide_layer(x, dw, pw, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_mode_weights_and_cache_entries(dtype):
+    x, dw, pw, b = _wide_layer(dtype)
+    mean, variance = torch.randn(256, dtype=dtype), torch.rand(256, dtype=dtype) + 0.5
+    with torch.inference_mode():
+        ops.separable_conv2d(x, dw, pw, b)  # its cache entries hold inference tensors
+        folded = ops.fold_batch_norm(pw, b, mean, variance, None, None, 1e-3)
+        y = ops.separable_conv2d(x, dw, *folded)  # weights that have no version counter
+    expected = reference.batch_norm_inference(
+        reference.separable_conv2d(x.double(), dw.double(), pw.detach().double(), b.double()),
+        mean.double(), variance.double(), None, None, 1e-3)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-4, atol=1e-4)
+    # Outside inference mode, an input gradient through the same weights.
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(ops.separable_conv2d(xg, dw, pw, b).sum(), xg)
+    xr = x.double().requires_grad_(True)
+    (expected,) = torch.autograd.grad(
+        reference.separable_conv2d(xr, dw.double(), pw.detach().double(), b.double()).sum(), xr)
+    torch.testing.assert_close(grad.double(), expected, rtol=1e-4, atol=1e-4)
+
+
 @contextlib.contextmanager
 def num_threads(count):
     saved = torch.get_num_threads()

@@ -49,6 +49,7 @@ import weakref
 
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import buffers, native
 
@@ -144,39 +145,49 @@ def pointwise_matrix(pointwise_weights):
 # Weight-layout cache
 # ----------------------------------------------------------------------------
 _WEIGHT_CACHE = {}
+# Optimizer steps so far: fused optimizers (``torch.optim``'s ``fused=True``)
+# write the parameters without bumping their version counters.
+_optimizer_steps = [0]
+
+
+def _count_optimizer_step(optimizer, args, kwargs):
+    _optimizer_steps[0] += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def _cached(kind, weights, convert):
-    """``convert(*weights)``, cached on the weights' identities and versions.
+    """``convert(*weights)``, cached on the weights' identities and contents.
 
     The cache is used only when no gradient can flow to the weights (the
     converted tensor would otherwise be cut from autograd) and outside
-    ``torch.compile`` tracing. Each in-place update of a weight bumps its
-    ``_version``, which invalidates the entry; entries of dead weights are
-    dropped by a weakref callback.
+    ``torch.compile`` tracing. An entry holds while every weight is the same
+    object with the same version counter (in-place updates), data pointer
+    (``w.data = other``) and sampled memory fingerprint (CPU; writes through
+    ``w.data``, which the counter does not see), and no optimizer has stepped.
+    Entries made under ``torch.inference_mode`` (inference tensors) serve only
+    calls under it. Entries of dead weights are dropped by a weakref callback.
     """
     present = [w for w in weights if w is not None]
     if (torch.is_grad_enabled() and any(w.requires_grad for w in present)) or _compiling():
         return convert(*weights)
     # One pass, no generators: this runs on every inference call.
-    key, versions = [kind], []
+    key, state = [kind, torch.is_inference_mode_enabled()], [_optimizer_steps[0]]
     for w in weights:
         key.append(None if w is None else id(w))
-        # ``_version`` counts in-place updates; the data pointer also catches a
-        # ``w.data = other`` swap, which leaves the version alone. (An in-place
-        # write through ``w.data`` is invisible to both: autograd does not see
-        # it either.)
-        versions.append(None if w is None else (w._version, w.data_ptr()))
-    key, versions = tuple(key), tuple(versions)
+        state.append(None if w is None else (
+            None if w.is_inference() else w._version, w.data_ptr(), native.fingerprint(w)))
+    key, state = tuple(key), tuple(state)
     entry = _WEIGHT_CACHE.get(key)
     if entry is not None:
-        refs, cached_versions, value = entry
-        if cached_versions == versions and all(r() is w for r, w in zip(refs, present)):
+        refs, cached_state, value = entry
+        if cached_state == state and all(r() is w for r, w in zip(refs, present)):
             return value
     with torch.no_grad():
         value = convert(*weights)
     refs = tuple(weakref.ref(w, lambda _, key=key: _WEIGHT_CACHE.pop(key, None)) for w in present)
-    _WEIGHT_CACHE[key] = (refs, versions, value)
+    _WEIGHT_CACHE[key] = (refs, state, value)
     return value
 
 

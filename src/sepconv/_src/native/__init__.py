@@ -117,6 +117,8 @@ def _load():
     library.sepconv_separable_forward.argtypes = [ctypes.c_void_p] * 6
     library.sepconv_separable_backward.restype = ctypes.c_int
     library.sepconv_separable_backward.argtypes = [ctypes.c_void_p] * 10
+    library.sepconv_fingerprint.restype = ctypes.c_uint64
+    library.sepconv_fingerprint.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     library.sepconv_pack_panels.restype = None
     library.sepconv_pack_panels.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                             ctypes.c_int, ctypes.c_void_p]
@@ -139,6 +141,31 @@ def status():
     """A line saying whether the kernel is in use, and why not if it is not."""
     load()
     return _loaded["status"]
+
+
+def fingerprint(tensor):
+    """A sampled fingerprint of a CPU tensor's memory, or None (another device, or no elements).
+
+    64 evenly spaced words of the memory the tensor spans, mixed: a write that
+    rewrites every element (an optimizer step, ``w.data.mul_(2)``) changes it.
+    """
+    # Cheap attribute calls only: this runs for every weight of every inference call.
+    nbytes = tensor.nbytes
+    if not tensor.is_cpu or nbytes == 0:
+        return None
+    if not tensor.is_contiguous():
+        nbytes = tensor.element_size() * (1 + sum(
+            (size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride())))
+    library = load()
+    if library is not None:
+        return library.sepconv_fingerprint(tensor.data_ptr(), nbytes)
+    # The same words as the compiled sepconv_fingerprint samples.
+    address = tensor.data_ptr()
+    if nbytes < 8:
+        return hash(ctypes.string_at(address, nbytes))
+    step = max(1, nbytes // 8 // 64) * 8
+    offsets = [*range(0, nbytes - 7, step), nbytes - 8]
+    return hash(tuple(ctypes.string_at(address + offset, 8) for offset in offsets))
 
 
 def pack_pointwise(library, matrix, transposed=False, allocate=None):

@@ -1079,6 +1079,28 @@ void sepconv_pack_panels(const float* m, int64_t rows, int64_t cols, int transpo
   pack_panels(m, rows, cols, transposed != 0, out);
 }
 
+// A fingerprint of the bytes [p, p + bytes): 64 evenly spaced 8-byte words and
+// the last one, mixed. The weight cache compares it to notice writes that
+// PyTorch's version counter does not count (through .data, fused optimizers):
+// those rewrite every element, so they change sampled words too.
+uint64_t sepconv_fingerprint(const unsigned char* p, int64_t bytes) {
+  uint64_t hash = 1469598103934665603ull ^ static_cast<uint64_t>(bytes);
+  if (bytes < 8) {
+    for (int64_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+    return hash;
+  }
+  const int64_t words = bytes / 8, step = std::max<int64_t>(1, words / 64);
+  const auto mix = [&](int64_t offset) {
+    uint64_t word;
+    std::memcpy(&word, p + offset, sizeof(word));
+    hash = (hash ^ word) * 1099511628211ull;
+    hash ^= hash >> 29;
+  };
+  for (int64_t w = 0; w < words; w += step) mix(w * 8);
+  mix(bytes - 8);
+  return hash;
+}
+
 int sepconv_native_supported() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
