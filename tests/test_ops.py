@@ -329,6 +329,35 @@ def test_operands_of_mismatched_shapes_are_rejected(shapes, message, data_format
         ops.separable_conv2d(x, dw, pw, b, data_format=data_format)
 
 
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(padding="bogus"), ValueError, r"Invalid padding string 'bogus', should be one of \['SAME', 'VALID'\]"),
+    (dict(data_format="nhwc"), ValueError, "data_format has to be either NCHW or NHWC, got 'nhwc'"),
+    (dict(stride=(0, 0)), ValueError, r"Invalid stride 0: expected an int >= 1"),
+    (dict(stride=1.5), TypeError, r"Invalid stride 1.5: expected an int >= 1"),
+    (dict(rate=(1, 2, 3)), ValueError, r"Invalid rate \(1, 2, 3\): expected an int or a list of length 2"),
+])
+def test_invalid_arguments_are_rejected_naming_them(kwargs, error, match):
+    x, dw, pw = torch.randn(1, 5, 5, 2), torch.randn(3, 3, 2, 1), torch.randn(1, 1, 2, 4)
+    with pytest.raises(error, match=match):
+        ops.separable_conv2d(x, dw, pw, **kwargs)
+
+
+def test_ints_and_any_case_padding_are_accepted():
+    x, dw, pw = torch.randn(1, 5, 5, 2), torch.randn(3, 3, 2, 1), torch.randn(1, 1, 2, 4)
+    torch.testing.assert_close(ops.separable_conv2d(x, dw, pw, stride=2, padding="same"),
+                               ops.separable_conv2d(x, dw, pw, stride=(2, 2), padding="SAME"))
+
+
+@pytest.mark.parametrize("dtype,requires_grad", [(torch.float32, False), (torch.float32, True),
+                                                 (torch.float64, False)])
+@pytest.mark.parametrize("shape", [(2, 0, 5, 2), (2, 5, 0, 2)])
+def test_an_empty_image_is_rejected_on_every_path(dtype, requires_grad, shape):
+    x = torch.randn(shape, dtype=dtype, requires_grad=requires_grad)
+    dw, pw = torch.randn(3, 3, 2, 1, dtype=dtype), torch.randn(1, 1, 2, 4, dtype=dtype)
+    with pytest.raises(ValueError, match=rf"Invalid inputs shape \{list(shape)}\: height and width"):
+        ops.separable_conv2d(x, dw, pw)
+
+
 @pytest.mark.parametrize("argument", ["depthwise_weights", "pointwise_weights", "biases"])
 def test_operands_of_another_dtype_are_rejected_naming_them(argument):
     operands = {"inputs": torch.randn(1, 5, 5, 2), "depthwise_weights": torch.randn(3, 3, 2, 1),
@@ -528,6 +557,26 @@ def test_torch_compile_full_graph_forward_and_backward():
     grads = torch.autograd.grad(actual.sum(), tensors)
     for got, want in zip(grads, torch.autograd.grad(expected.sum(), tensors)):
         torch.testing.assert_close(got, want, **F64)
+
+
+@pytest.mark.parametrize("dtype,multiplier", [(torch.float32, 2), (torch.float64, 1)])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_weights_meet_the_padding_as_in_tf(dtype, multiplier, stride, requires_grad, bad):
+    """TF multiplies padded taps by zero: a non-finite weight gives NaN at the borders."""
+    case = _case(activation=None, multiplier=multiplier, stride=stride)
+    x, dw, pw, b = make_tensors(case, dtype=dtype)
+    dw[0, 0, 1, 0] = bad  # the top-left tap: padding on the first row and column
+    if requires_grad:
+        dw.requires_grad_(True)
+    actual = call_ops(case, x, dw, pw, b)
+    expected = call_reference(case, x.double(), dw.detach().double(), pw.double(), b.double())
+    assert torch.equal(actual.isnan(), expected.isnan())
+    torch.testing.assert_close(actual.double(), expected, equal_nan=True, rtol=1e-5, atol=1e-5)
+    pads = ((1, 1), (1, 1)) if stride == (1, 1) else ((0, 1), (0, 1))
+    depthwise = ops.depthwise_conv2d_nchw(x.permute(0, 3, 1, 2), dw, stride, (1, 1), pads)
+    assert torch.equal(depthwise.isnan().any(dim=1).flatten(1), expected.isnan().any(dim=3).flatten(1))
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from . import buffers, native
+from . import buffers, native, utils
 
 # Activations the layer can apply in place on its own output.
 EPILOGUE_ACTIVATIONS = ("relu", "relu6")
@@ -234,6 +234,19 @@ def _zero_tap_is_exact(x):
     return not _compiling() and bool(torch.isfinite(x.detach().sum()))
 
 
+def _padding_is_exact(pads, depthwise_weights):
+    """Whether the conv's own padding computes TF's SAME output.
+
+    oneDNN skips the taps that fall in its padding; TF multiplies them by the
+    padded zeros, which gives NaN for a non-finite weight (``0 * inf``). Only
+    non-finite weights tell the two apart: those need an explicit pad.
+    """
+    if not any(p for pair in pads for p in pair) or depthwise_weights.device.type == "meta":
+        return True
+    return _compiling() or _cached(("finite",), (depthwise_weights,),
+                                   lambda w: bool(torch.isfinite(w).all()))
+
+
 def _expanded_depthwise_kernel(depthwise_weights, lead_zeros):
     kernel = depthwise_kernel(depthwise_weights)
     if any(lead_zeros):
@@ -254,7 +267,7 @@ def depthwise_conv2d_nchw(x, depthwise_weights, stride, rate, pads):
         ``[N, C*m, H_out, W_out]`` in the memory format oneDNN picks for ``x``.
     """
     conv_padding, lead_zeros, explicit = _depthwise_plan(pads, rate)
-    if any(lead_zeros) and not _zero_tap_is_exact(x):
+    if (any(lead_zeros) and not _zero_tap_is_exact(x)) or not _padding_is_exact(pads, depthwise_weights):
         conv_padding, lead_zeros, explicit = (0, 0), (0, 0), True
     if explicit:
         (top, bottom), (left, right) = pads
@@ -580,17 +593,19 @@ def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, p
     conv_padding, lead_zeros, needs_pad = plan
     (top, bottom), (left, right) = pads
     asymmetric = (top, left) != (bottom, right)
+    finite_weights = _padding_is_exact(pads, depthwise_weights)
     # Inference keeps the zero tap for TF's asymmetric SAME: it copies
     # nothing (22 ms against 25 ms for per-chunk copies at 16x112x112x64 s2).
     # Training, torch.compile and dilated odd padding pad chunk by chunk
     # instead: exact for any input, and the backward is the plain kernel's
-    # (123 -> 95 ms for that layer's training step).
-    zero_tap = asymmetric and not (needs_pad or needs_grad or _compiling()
-                                   or x.device.type == "meta")
-    if asymmetric and not zero_tap:
+    # (123 -> 95 ms for that layer's training step); so do non-finite weights.
+    zero_tap = asymmetric and finite_weights and not (needs_pad or needs_grad or _compiling()
+                                                      or x.device.type == "meta")
+    explicit = (asymmetric or not finite_weights) and not zero_tap
+    if explicit:
         conv_padding, lead_zeros = (0, 0), (0, 0)
     geometry = _Geometry(stride, rate, conv_padding, x.shape[1], out_size,
-                         None if zero_tap or not asymmetric else (left, right, top, bottom))
+                         (left, right, top, bottom) if explicit else None)
     rows = _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
                        activation, needs_grad, native)
     if zero_tap and not bool(torch.isfinite(rows.sum())):
@@ -730,9 +745,9 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         depthwise_weights: ``[kh, kw, cin, m]``.
         pointwise_weights: ``[1, 1, cin*m, out]`` or None for depthwise only.
         biases: ``[channels_out]`` or None.
-        stride, rate: (height, width) pairs; the stride applies to the
-            depthwise stage only.
-        padding: ``'SAME'`` or ``'VALID'``.
+        stride, rate: ints or (height, width) pairs; the stride applies to
+            the depthwise stage only.
+        padding: ``'SAME'`` or ``'VALID'``, any case.
         data_format: ``'NHWC'`` or ``'NCHW'``.
         activation: None, ``'relu'`` or ``'relu6'``, applied in place after
             the bias (the same numbers as ``torch.relu`` / ``F.relu6``).
@@ -742,11 +757,13 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         either way (an NCHW result is a ``channels_last`` tensor).
 
     Raises:
-        ValueError: on an unknown ``activation``, operands whose shapes do not
-            fit each other (the input's channels, the weights' and the biases'),
-            or from :func:`conv_geometry`.
+        ValueError: on an unknown ``activation``, ``padding`` or
+            ``data_format``, a stride or rate below 1, an empty image, operands
+            whose shapes do not fit each other (the input's channels, the
+            weights' and the biases'), or from :func:`conv_geometry`.
         TypeError: on weights or biases of another dtype than ``inputs``
-            (outside ``torch.autocast``, which casts them).
+            (outside ``torch.autocast``, which casts them), or a stride or
+            rate that is not an int or a pair of ints.
 
     Shape:
         SAME: ``out = ceil(in / stride)``. VALID:
@@ -771,8 +788,13 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         if out is not None:
             return out
     _check_activation(activation)
+    data_format, padding = utils.data_format(data_format), utils.padding_mode(padding)
+    stride, rate = utils.pair(stride, "stride"), utils.pair(rate, "rate")
     spatial = _spatial_of(inputs, data_format)
     _check_operands(inputs, data_format, depthwise_weights, pointwise_weights, biases)
+    if 0 in spatial:  # TF's shape inference refuses it; the batch alone may be empty
+        raise ValueError(f"Invalid inputs shape {list(inputs.shape)}: height and width must be "
+                         "at least 1 (only the batch may be empty).")
     pads, (out_h, out_w), (conv_padding, lead_zeros, needs_pad) = _plan(
         tuple(spatial), tuple(depthwise_weights.shape[:2]), tuple(stride), tuple(rate), padding)
     x = _as_channels_last_nchw(inputs, data_format)
