@@ -40,6 +40,16 @@ def test_a_buffer_is_reused_only_once_nothing_holds_it():
     assert buffers.large_empty((16, 32), LIKE).data_ptr() == pointer
 
 
+def test_a_held_storage_keeps_its_buffer_busy():
+    first = buffers.large_empty((16, 32), LIKE).fill_(7.0)
+    pointer, storage = first.data_ptr(), first.untyped_storage()
+    del first
+    buffers.large_empty((16, 32), LIKE).fill_(0.0)
+    assert torch.tensor([], dtype=torch.float32).set_(storage).eq(7.0).all()
+    del storage
+    assert buffers.large_empty((16, 32), LIKE).data_ptr() == pointer
+
+
 def test_reuse_needs_the_same_dtype_and_size():
     pointer = buffers.large_empty((16, 32), LIKE).data_ptr()
     assert buffers.large_empty((16, 33), LIKE).data_ptr() != pointer

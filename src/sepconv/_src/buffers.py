@@ -106,12 +106,25 @@ def _storage_bytes(flat):
     return flat.untyped_storage().nbytes()
 
 
+def _python_refs_of_an_unused_storage():
+    tensor = torch.empty(1)
+    storage = tensor.untyped_storage()  # as _unused holds it
+    return sys.getrefcount(storage)
+
+
+# A Python storage object is one object per storage, so a caller holding
+# ``y.untyped_storage()`` after ``del y`` shares the pool's: its Python
+# reference count tells, where the use count does not.
+_UNUSED_STORAGE_REFS = _python_refs_of_an_unused_storage()
+
+
 def _unused(flat):
     storage = flat.untyped_storage()
-    # Two references: the pool's tensor and ``storage`` itself. Every tensor
-    # handed out, every view of one, autograd's saved tensors and numpy arrays
-    # sharing the memory add one each.
-    return torch._C._storage_Use_Count(storage._cdata) == 2
+    # Two uses: the pool's tensor and ``storage`` itself. Every tensor handed
+    # out, every view of one, autograd's saved tensors and numpy arrays sharing
+    # the memory add one each.
+    return (torch._C._storage_Use_Count(storage._cdata) == 2
+            and sys.getrefcount(storage) == _UNUSED_STORAGE_REFS)
 
 
 def _advise_hugepages(pointer, nbytes):
