@@ -237,3 +237,16 @@ def test_one_channel_strided_1x1_weight_gradient_is_right_every_time():
         per_output = pointwise.detach().double()[0, 0].sum(dim=1)  # d(sum out)/d(depthwise out)
         expected = sampled.sum() * per_output
         torch.testing.assert_close(grad.double().flatten(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_compile_traces_a_layer_with_a_normalizer_without_warnings():
+    # (Trainable variables would meet PyTorch's own warning at dynamo's graph breaks.)
+    def model(x):
+        return sc.separable_conv2d(x, 8, 3, 1, normalizer_fn=sc.batch_norm, trainable=False,
+                                   normalizer_params={"is_training": False, "trainable": False},
+                                   scope="s", reuse=sc.AUTO_REUSE)
+
+    x = torch.randn(2, 8, 8, 3)
+    eager = model(x)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(model, backend="eager")(x), eager)

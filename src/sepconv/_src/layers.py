@@ -108,10 +108,13 @@ def _check_normalizer_params(normalizer_fn, params):
     """Unknown keys fail before any variable exists, naming the keys the normalizer takes."""
     if normalizer_fn is None or not params:
         return
-    try:
-        allowed = _normalizer_keywords(normalizer_fn)
-    except TypeError:  # an unhashable callable
+    if ops._compiling():  # torch.compile traces the plain function (it warns on lru_cache)
         allowed = _normalizer_keywords.__wrapped__(normalizer_fn)
+    else:
+        try:
+            allowed = _normalizer_keywords(normalizer_fn)
+        except TypeError:  # an unhashable callable
+            allowed = _normalizer_keywords.__wrapped__(normalizer_fn)
     if allowed is None:
         return
     allowed = list(allowed)
