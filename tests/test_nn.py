@@ -119,6 +119,22 @@ def test_lazy_module_takes_shapes_from_load_state_dict():
     torch.testing.assert_close(lazy(x), source(x))
 
 
+@pytest.mark.parametrize("other", [dict(kernel_size=5), dict(depth_multiplier=2), dict(num_outputs=7)])
+def test_a_lazy_module_refuses_weights_its_arguments_contradict(tmp_path, other):
+    arguments = dict(num_outputs=6, kernel_size=3, depth_multiplier=1)
+    source = sc.nn.SeparableConv2d(**{**arguments, **other}, in_channels=4)
+    state = source.state_dict()
+    prefix = write_bundle(str(tmp_path / "model.ckpt"), {f"SeparableConv2d/{key}": value.numpy()
+                                                         for key, value in state.items()})
+    lazy = sc.nn.SeparableConv2d(**arguments)
+    with pytest.raises(RuntimeError, match=r"Cannot load (depthwise|pointwise)_weights of shape .*"
+                                           r"kernel_size=\(3, 3\), depth_multiplier=1 and num_outputs=6"):
+        lazy.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"model.ckpt has (depthwise|pointwise)_weights of shape"):
+        lazy.load_tf_checkpoint(prefix)
+    assert lazy.in_channels is None and lazy.has_uninitialized_params()  # nothing taken
+
+
 def test_lazy_weights_missing_from_a_checkpoint_are_created_on_the_first_call(tmp_path):
     depthwise = np.full((3, 3, 2, 1), 0.5, np.float32)
     prefix = write_bundle(str(tmp_path / "model.ckpt"), {"SeparableConv2d/depthwise_weights": depthwise})
@@ -202,6 +218,12 @@ def test_regularization_loss_sums_the_regularizers():
     expected = 0.25 * (conv.depthwise_weights.square().sum() + conv.pointwise_weights.square().sum()) + 2
     torch.testing.assert_close(conv.regularization_loss(), expected)
     assert sc.nn.SeparableConv2d(2, 3, 1, in_channels=3).regularization_loss().item() == 0
+    lazy = sc.nn.SeparableConv2d(2, 3, 1, weights_regularizer=sc.l2_regularizer(0.5),
+                                 dtype=torch.float64)
+    zero = lazy.regularization_loss()  # no values yet
+    assert zero.item() == 0 and zero.dtype == torch.float64
+    lazy(torch.ones(1, 4, 4, 3, dtype=torch.float64))
+    assert lazy.regularization_loss().item() > 0
 
 
 def test_batch_norm_updates_moving_statistics_only_in_training():
@@ -253,6 +275,14 @@ def test_batch_norm_module_returns_the_dtype_of_half_inputs():
 def test_invalid_arguments_raise_naming_the_argument(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("features", [1, 5])
+@pytest.mark.parametrize("training", [True, False])
+def test_a_batch_norm_of_another_size_raises_in_train_and_eval(features, training):
+    conv = sc.nn.SeparableConv2d(6, 3, 1, in_channels=4, normalizer=sc.nn.BatchNorm(features))
+    with pytest.raises(ValueError, match=rf"shape \[2, 5, 5, 6\]: expected {features} channels"):
+        conv.train(training)(torch.ones(2, 5, 5, 4))
 
 
 def test_wrong_input_channels_raise():

@@ -161,16 +161,56 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         cin = self.in_channels or x.shape[_channel_axis(self.data_format)]
         if cin == 0:
             raise ValueError(f"Invalid inputs shape {list(x.shape)}: the channel dimension must not be 0.")
+        shapes = self._weight_shapes(cin)
+        with torch.no_grad():
+            for key, initializer in (("depthwise_weights", self.weights_initializer),
+                                     ("pointwise_weights", self.weights_initializer),
+                                     ("biases", self.biases_initializer)):
+                tensor = getattr(self, key)
+                if tensor is not None and is_lazy(tensor):
+                    tensor.materialize(shapes[key])
+                    _fill_(tensor, initializer)
+
+    def _weight_shapes(self, cin):
+        """The shapes of the weights for ``cin`` input channels."""
         kh, kw = self.kernel_size
         mult = self.depth_multiplier
-        shapes = ((self.depthwise_weights, (kh, kw, cin, mult), self.weights_initializer),
-                  (self.pointwise_weights, (1, 1, cin * mult, self.num_outputs), self.weights_initializer),
-                  (self.biases, (self.num_outputs or cin * mult,), self.biases_initializer))
-        with torch.no_grad():
-            for tensor, shape, initializer in shapes:
-                if tensor is not None and is_lazy(tensor):
-                    tensor.materialize(shape)
-                    _fill_(tensor, initializer)
+        return {"depthwise_weights": (kh, kw, cin, mult),
+                "pointwise_weights": (1, 1, cin * mult, self.num_outputs),
+                "biases": (self.num_outputs or cin * mult,)}
+
+    def _lazy_shape_mismatches(self, shapes):
+        """Loaded shapes (``state_dict`` key -> shape) that lazy weights cannot take.
+
+        A lazy module takes its input channels from what it loads; the kernel
+        size, depth multiplier and outputs are its own arguments.
+        """
+        lazy = {key: tuple(shapes[key]) for key in ("depthwise_weights", "pointwise_weights", "biases")
+                if key in shapes and getattr(self, key) is not None and is_lazy(getattr(self, key))}
+        if not lazy:
+            return []
+        cin = self.in_channels
+        if cin is None and "depthwise_weights" in lazy and len(lazy["depthwise_weights"]) == 4:
+            cin = lazy["depthwise_weights"][2]
+        elif cin is None and "pointwise_weights" in lazy and len(lazy["pointwise_weights"]) == 4:
+            cin = lazy["pointwise_weights"][2] // self.depth_multiplier
+        elif cin is None and self.num_outputs is None:
+            cin = lazy["biases"][0] // self.depth_multiplier
+        expected = self._weight_shapes(cin)
+        return [f"{key} of shape {list(shape)}, where kernel_size={self.kernel_size}, "
+                f"depth_multiplier={self.depth_multiplier} and num_outputs={self.num_outputs} "
+                f"need {list(expected[key])}" for key, shape in lazy.items() if shape != expected[key]]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        shapes = {key[len(prefix):]: value.shape for key, value in state_dict.items()
+                  if key.startswith(prefix)}
+        mismatches = self._lazy_shape_mismatches(shapes)
+        if mismatches:  # before the lazy weights take any shape
+            error_msgs.extend(f"Cannot load {m}." for m in mismatches)
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def forward(self, inputs):
         """Applies the separable convolution, the normalizer and the activation.
@@ -202,8 +242,9 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         norm = self.normalizer
         return (not self.training and isinstance(norm, BatchNorm) and not norm.training
                 and norm.activation_fn is None and self.pointwise_weights is not None
-                # A lazy normalizer has no statistics to fold until its first call.
-                and norm.num_features is not None
+                # A lazy normalizer has no statistics to fold until its first call;
+                # one of another size raises its own error, unfolded.
+                and norm.num_features == self.num_outputs
                 # A normalizer of another dtype is left to type promotion, unfolded.
                 and norm.moving_mean.dtype == self.pointwise_weights.dtype)
 
@@ -218,17 +259,21 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         return outputs
 
     def regularization_loss(self):
-        """The sum of the weight and bias regularizers' losses (a 0 tensor if none apply)."""
+        """The sum of the weight and bias regularizers' losses (a 0 tensor if none apply).
+
+        Lazy weights, which have no values yet, add nothing.
+        """
         losses = []
         for tensor, regularizer in ((self.depthwise_weights, self.weights_regularizer),
                                     (self.pointwise_weights, self.weights_regularizer),
                                     (self.biases, self.biases_regularizer)):
-            if tensor is not None and regularizer is not None:
+            if tensor is not None and regularizer is not None and not is_lazy(tensor):
                 loss = regularizer(tensor)
                 if loss is not None:
                     losses.append(loss)
         if not losses:
-            return self.depthwise_weights.new_zeros(())
+            weights = self.depthwise_weights
+            return torch.zeros((), dtype=weights.dtype, device=weights.device)
         return functools.reduce(torch.add, losses)
 
     def tf_variable_names(self):

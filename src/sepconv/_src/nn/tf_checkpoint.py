@@ -35,6 +35,10 @@ def _load_tf_checkpoint(module, path, names, scope, strict):
     if strict and missing:
         raise ValueError(f"Variables {missing} not found in checkpoint {reader.prefix}; it has "
                          f"{sorted(reader.get_variable_to_shape_map())}.")
+    mismatches = getattr(module, "_lazy_shape_mismatches", lambda shapes: [])(
+        {key: value.shape for key, value in loaded.items()})
+    if mismatches:
+        raise ValueError(f"Checkpoint {reader.prefix} has {'; '.join(mismatches)}.")
     module.load_state_dict(loaded, strict=False)
     wanted = set(names.values())
     prefix = f"{scope}/" if scope else ""
