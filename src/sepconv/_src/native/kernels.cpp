@@ -909,12 +909,12 @@ struct TileAhead {
   }
 };
 
-// One thread's images [begin, end); its weight and bias gradients go to acc:
-// [c, ldg] pointwise, then [kh * kw, c] depthwise, then [ldg] bias.
+// One thread's images [begin, end); its weight and bias gradients are added
+// to gw [c, ldg] (pointwise) and rest: [kh * kw, c] depthwise, then [ldg] bias.
 __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const Operands& op,
                                                          const Gradients& g,
                                                          const float* flipped, int64_t begin,
-                                                         int64_t end, float* acc) {
+                                                         int64_t end, float* gw, float* rest) {
   const int64_t pixels = L.oh * L.ow, image = L.h * L.w * L.c;
   const int64_t panels_out = (L.nout + NR - 1) / NR, ldg = panels_out * NR;
   const int64_t panels_c = (L.c + NR - 1) / NR;
@@ -923,8 +923,7 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
   const int64_t most = std::clamp<int64_t>((int64_t{64} << 10) / std::max(ldg, L.c), MR, 32 * MR);
   const int64_t tiles_per_image = (pixels + most - 1) / most;
   const int64_t tile = (pixels + tiles_per_image - 1) / tiles_per_image;
-  float* gw = acc;
-  float* gdw = acc + L.c * ldg;
+  float* gdw = rest;
   float* gb = gdw + L.kh * L.kw * L.c;
   const bool unstrided = L.sh == 1 && L.sw == 1;
   const Layer gather = input_gradient_layer(L);
@@ -975,32 +974,46 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
 
 void backward(const Layer& L, const Operands& op, const Gradients& g) {
   const int64_t ldg = (L.nout + NR - 1) / NR * NR, taps = L.kh * L.kw;
-  const int64_t acc_size = L.c * ldg + taps * L.c + ldg;
+  const int64_t gw_size = L.c * ldg, rest_size = taps * L.c + ldg;
   std::vector<float> flipped(taps * L.c);  // the kernel rotated by 180 degrees
   for (int64_t t = 0; t < taps; ++t)
     std::memcpy(flipped.data() + (taps - 1 - t) * L.c, op.dw + t * L.c, L.c * sizeof(float));
-  // Each thread's sums, by the first image of its range.
-  std::vector<std::vector<float>> partial(L.n);
+  // Each thread's sums, by the first image of its range. The first range sums
+  // its weight gradient straight into the output where the layouts agree:
+  // one [c, nout] buffer less (4 MiB at 1024 x 1024).
+  const bool first_in_place = ldg == L.nout;
+  std::vector<std::vector<float>> weights(L.n), rest(L.n);
   at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(acc_size, 0.0f);
-    backward_images(L, op, g, flipped.data(), begin, end, acc.data());
-    partial[begin] = std::move(acc);
+    float* gw = g.gw;
+    if (first_in_place && begin == 0) {
+      std::memset(g.gw, 0, gw_size * sizeof(float));
+    } else {
+      weights[begin].assign(gw_size, 0.0f);
+      gw = weights[begin].data();
+    }
+    rest[begin].assign(rest_size, 0.0f);
+    backward_images(L, op, g, flipped.data(), begin, end, gw, rest[begin].data());
   });
-  std::vector<const float*> sums;
-  for (const auto& range : partial)
-    if (!range.empty()) sums.push_back(range.data());
-  // dst[i] = the threads' sums at from + i, added in image order.
-  const auto add = [&](int64_t from, int64_t count, float* dst) {
-    std::memcpy(dst, sums[0] + from, count * sizeof(float));
-    for (size_t t = 1; t < sums.size(); ++t)
+  std::vector<const float*> gw_sums, rest_sums;
+  for (int64_t i = 0; i < L.n; ++i) {
+    if (!rest[i].empty()) rest_sums.push_back(rest[i].data());
+    if (!weights[i].empty()) gw_sums.push_back(weights[i].data());
+  }
+  // dst[i] (+)= sums[t][from + i], added in image order.
+  const auto add = [](const std::vector<const float*>& sums, bool onto, int64_t from,
+                      int64_t count, float* dst) {
+    size_t t = 0;
+    if (!onto) std::memcpy(dst, sums[t++] + from, count * sizeof(float));
+    for (; t < sums.size(); ++t)
       for (int64_t i = 0; i < count; ++i) dst[i] += sums[t][from + i];
   };
   // In parallel, straight into the output: 1024x1024 weights are 4 MiB per thread.
   at::parallel_for(0, L.c, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t ch = begin; ch < end; ++ch) add(ch * ldg, L.nout, g.gw + ch * L.nout);
+    for (int64_t ch = begin; ch < end; ++ch)
+      add(gw_sums, first_in_place, ch * ldg, L.nout, g.gw + ch * L.nout);
   });
-  add(L.c * ldg, taps * L.c, g.gdw);
-  if (g.gb != nullptr) add(L.c * ldg + taps * L.c, L.nout, g.gb);
+  add(rest_sums, false, 0, taps * L.c, g.gdw);
+  if (g.gb != nullptr) add(rest_sums, false, taps * L.c, L.nout, g.gb);
 }
 
 // ---------------------------------------------------------------------------
