@@ -73,15 +73,6 @@ def _channels(inputs, data_format, argument="inputs"):
     return channels
 
 
-def _spatial(inputs, data_format, argument="inputs"):
-    spatial = tuple(inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4])
-    if 0 in spatial:
-        # TF's static shape inference refuses a convolution over an empty image.
-        raise ValueError(f"Invalid {argument} shape {list(inputs.shape)}: height and width "
-                         "must be at least 1 (only the batch may be empty).")
-    return spatial
-
-
 def _check_scope(scope):
     allowed = "expected a non-empty string, a VariableScope or None."
     if scope is not None and not isinstance(scope, (str, VariableScope)):
@@ -245,7 +236,7 @@ def separable_conv2d(inputs, num_outputs, kernel_size, depth_multiplier, stride=
                               variables_collections, outputs_collections, trainable, scope)
     x = utils.to_tensor(inputs)
     channels = _channels(x, data_format)
-    ops.conv_geometry(_spatial(x, data_format), kernel, strides, rates, padding)
+    ops.conv_geometry(ops.image_size(x, data_format), kernel, strides, rates, padding)
 
     with graph_lib.get_default_graph()._atomic():
         with variable_scope(scope, "SeparableConv2d", reuse=reuse) as layer_scope:

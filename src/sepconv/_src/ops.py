@@ -790,11 +790,8 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
     _check_activation(activation)
     data_format, padding = utils.data_format(data_format), utils.padding_mode(padding)
     stride, rate = utils.pair(stride, "stride"), utils.pair(rate, "rate")
-    spatial = _spatial_of(inputs, data_format)
     _check_operands(inputs, data_format, depthwise_weights, pointwise_weights, biases)
-    if 0 in spatial:  # TF's shape inference refuses it; the batch alone may be empty
-        raise ValueError(f"Invalid inputs shape {list(inputs.shape)}: height and width must be "
-                         "at least 1 (only the batch may be empty).")
+    spatial = image_size(inputs, data_format)
     pads, (out_h, out_w), (conv_padding, lead_zeros, needs_pad) = _plan(
         tuple(spatial), tuple(depthwise_weights.shape[:2]), tuple(stride), tuple(rate), padding)
     x = _as_channels_last_nchw(inputs, data_format)
@@ -1020,15 +1017,24 @@ def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, bet
 
 
 __all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "batch_norm_dtype", "conv_geometry", "depthwise_conv2d_nchw",
-           "depthwise_kernel", "fold_batch_norm", "fusable_activation", "output_shape", "pointwise_kernel",
+           "depthwise_kernel", "fold_batch_norm", "fusable_activation", "image_size", "output_shape", "pointwise_kernel",
            "pointwise_matrix", "same_padding", "separable_conv2d"]
 
 
 # ----------------------------------------------------------------------------
 # slim's companions of the separable layer: full convolution and pooling
 # ----------------------------------------------------------------------------
-def _spatial_of(inputs, data_format):
-    return tuple(inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4])
+def image_size(inputs, data_format, argument="inputs"):
+    """``(height, width)`` of ``inputs``; an empty image raises (only the batch may be empty).
+
+    Raises:
+        ValueError: a height or width of 0, which TF's shape inference refuses.
+    """
+    spatial = tuple(inputs.shape[1:3] if data_format == "NHWC" else inputs.shape[2:4])
+    if 0 in spatial:
+        raise ValueError(f"Invalid {argument} shape {list(inputs.shape)}: height and width "
+                         "must be at least 1 (only the batch may be empty).")
+    return spatial
 
 
 def _as_nchw_view(inputs, data_format):
@@ -1072,7 +1078,7 @@ def conv2d(inputs, weights, biases=None, *, stride=(1, 1), rate=(1, 1), padding=
         [[9.0, 6.0], [6.0, 4.0]]
     """
     kernel = tuple(weights.shape[:2])
-    pads, _ = conv_geometry(_spatial_of(inputs, data_format), kernel, stride, rate, padding)
+    pads, _ = conv_geometry(image_size(inputs, data_format), kernel, stride, rate, padding)
     if kernel == (1, 1) and tuple(stride) == (1, 1) and data_format == "NHWC":
         # A 1x1 convolution in NHWC is one GEMM on the stored weight, as the pointwise stage.
         n, h, w, cin = inputs.shape
@@ -1113,7 +1119,7 @@ def avg_pool2d(inputs, kernel, *, stride, padding, data_format="NHWC"):
         >>> avg_pool2d(x, (2, 2), stride=(2, 2), padding="SAME")[0, :, :, 0].tolist()
         [[2.0, 3.5], [6.5, 8.0]]
     """
-    pads, _ = conv_geometry(_spatial_of(inputs, data_format), kernel, stride, (1, 1), padding)
+    pads, _ = conv_geometry(image_size(inputs, data_format), kernel, stride, (1, 1), padding)
     x = _as_nchw_view(inputs, data_format)
     if not any(before or after for before, after in pads):
         return _from_nchw_view(F.avg_pool2d(x, tuple(kernel), tuple(stride)), data_format)
@@ -1144,7 +1150,7 @@ def max_pool2d(inputs, kernel, *, stride, padding, data_format="NHWC"):
         >>> max_pool2d(x, (2, 2), stride=(2, 2), padding="SAME")[0, :, :, 0].tolist()
         [[4.0, 5.0], [7.0, 8.0]]
     """
-    pads, _ = conv_geometry(_spatial_of(inputs, data_format), kernel, stride, (1, 1), padding)
+    pads, _ = conv_geometry(image_size(inputs, data_format), kernel, stride, (1, 1), padding)
     x = _as_nchw_view(inputs, data_format)
     if any(before or after for before, after in pads):
         x = _pad_nchw(x, pads, value=float("-inf"))

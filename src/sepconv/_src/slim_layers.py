@@ -25,7 +25,7 @@ from .arg_scope import add_arg_scope
 from .initializers import xavier_initializer, zeros_initializer
 from .layers import (_biases_unless_normalized, _channels, _check_outputs_collections,
                      _check_conv_layer_options, _check_scope, _check_variables_match,
-                     _normalize_activate_collect, _spatial, _variable_collections,
+                     _normalize_activate_collect, _variable_collections,
                      collect_named_outputs)
 from .scope import get_variable_scope, model_variable, variable_scope
 
@@ -115,7 +115,7 @@ def convolution2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME", da
                               variables_collections, outputs_collections, trainable, scope)
     x = utils.to_tensor(inputs)
     channels = _channels(x, data_format)
-    ops.conv_geometry(_spatial(x, data_format), kernel, strides, rates, padding)
+    ops.conv_geometry(ops.image_size(x, data_format), kernel, strides, rates, padding)
 
     with graph_lib.get_default_graph()._atomic():
         with variable_scope(scope, "Conv", reuse=reuse) as layer_scope:
@@ -185,7 +185,7 @@ def _check_pool_args(inputs, kernel_size, stride, padding, data_format, outputs_
                         "takes a non-empty string or None.")
     x = utils.to_tensor(inputs)
     _channels(x, data_format)
-    ops.conv_geometry(_spatial(x, data_format), kernel, strides, (1, 1), padding)
+    ops.conv_geometry(ops.image_size(x, data_format), kernel, strides, (1, 1), padding)
     return x, kernel, strides, padding
 
 
