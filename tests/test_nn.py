@@ -135,6 +135,15 @@ def test_a_lazy_module_refuses_weights_its_arguments_contradict(tmp_path, other)
     assert lazy.in_channels is None and lazy.has_uninitialized_params()  # nothing taken
 
 
+def test_a_lazy_module_loads_its_biases_alone_and_refuses_a_weight_of_another_rank():
+    lazy = sc.nn.SeparableConv2d(6, 3, 1)
+    lazy.load_state_dict({"biases": torch.ones(6)}, strict=False)
+    assert torch.equal(lazy.biases, torch.ones(6)) and lazy.in_channels is None
+    with pytest.raises(RuntimeError, match=r"Cannot load depthwise_weights of shape \[3, 3, 4\]"):
+        sc.nn.SeparableConv2d(6, 3, 1).load_state_dict({"depthwise_weights": torch.zeros(3, 3, 4)},
+                                                      strict=False)
+
+
 def test_lazy_weights_missing_from_a_checkpoint_are_created_on_the_first_call(tmp_path):
     depthwise = np.full((3, 3, 2, 1), 0.5, np.float32)
     prefix = write_bundle(str(tmp_path / "model.ckpt"), {"SeparableConv2d/depthwise_weights": depthwise})

@@ -190,12 +190,12 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         if not lazy:
             return []
         cin = self.in_channels
-        if cin is None and "depthwise_weights" in lazy and len(lazy["depthwise_weights"]) == 4:
-            cin = lazy["depthwise_weights"][2]
-        elif cin is None and "pointwise_weights" in lazy and len(lazy["pointwise_weights"]) == 4:
-            cin = lazy["pointwise_weights"][2] // self.depth_multiplier
-        elif cin is None and self.num_outputs is None:
-            cin = lazy["biases"][0] // self.depth_multiplier
+        if cin is None:  # what the loaded tensors imply (0 where none does: any shape then differs)
+            mult = self.depth_multiplier
+            depthwise, pointwise, biases = (lazy.get(key, ()) for key in
+                                            ("depthwise_weights", "pointwise_weights", "biases"))
+            cin = (depthwise[2] if len(depthwise) == 4 else pointwise[2] // mult if len(pointwise) == 4
+                   else biases[0] // mult if len(biases) == 1 and self.num_outputs is None else 0)
         expected = self._weight_shapes(cin)
         return [f"{key} of shape {list(shape)}, where kernel_size={self.kernel_size}, "
                 f"depth_multiplier={self.depth_multiplier} and num_outputs={self.num_outputs} "
