@@ -160,10 +160,15 @@ def test_base_argument_errors():
             mobilenet_v1_base(x, output_stride=4)
         with pytest.raises(ValueError, match=r"Unknown final endpoint 'Conv2d_99'"):
             mobilenet_v1_base(x, "Conv2d_99", conv_defs=MOBILENETV1_CONV_DEFS[:2])
+        with pytest.raises(ValueError, match=r"Unknown final endpoint 'Conv2d_13_pointwize'"):
+            mobilenet_v1_base(x, "Conv2d_13_pointwize", depth_multiplier=0.25)
         with pytest.raises(ValueError, match=r"Invalid conv_defs\[0\] 'bad': expected a Conv"):
             mobilenet_v1_base(x, conv_defs=["bad"], scope="other")
         with pytest.raises(ValueError, match=r"Invalid input tensor rank, expected 4, was: 3"):
             mobilenet_v1(torch.zeros(32, 32, 3))
+        assert sc.global_variables() == [] and sc.get_collection(sc.GraphKeys.UPDATE_OPS) == []
+        net, _ = mobilenet_v1_base(x, "Conv2d_1_pointwise", depth_multiplier=0.25)
+        assert sc.global_variables()[0].name == "MobilenetV1/Conv2d_0/weights:0"
 
 
 def test_training_mode_updates_batch_norm_statistics():

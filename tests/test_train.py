@@ -150,6 +150,19 @@ def test_saver_max_to_keep_and_state_file(tmp_path):
         assert os.path.exists(base + "-3.index")
 
 
+def test_saver_argument_errors(tmp_path):
+    with sc.Graph().as_default():
+        sc.get_variable("v", initializer=torch.zeros(1))
+        with pytest.raises(ValueError, match=r"Invalid max_to_keep -1: expected an int >= 0"):
+            train.Saver(max_to_keep=-1)
+        with pytest.raises(TypeError, match=r"Invalid max_to_keep '3': expected an int >= 0"):
+            train.Saver(max_to_keep="3")
+        with pytest.raises(TypeError, match=r"Invalid global_step 'abc': expected an int or a"):
+            train.Saver().save(str(tmp_path / "m"), global_step="abc")
+        assert os.listdir(tmp_path) == []
+        assert train.Saver().save(str(tmp_path / "m"), global_step=torch.tensor(3.0)).endswith("m-3")
+
+
 def test_saver_relative_save_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.mkdir("run")
@@ -195,6 +208,11 @@ def ckpt_and_graph(tmp_path):
     return prefix, g, variables
 
 
+def _inference_variable(value):
+    with torch.inference_mode():
+        return sc.Variable(value.clone(), name="inf:0")
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda vs: {"net/w": vs[0], "net/b": vs[1], "zzz/missing": vs[2]},
      r"no variable was changed:\n  Key zzz/missing not found in checkpoint \(for variable net/step:0\)"),
@@ -204,6 +222,11 @@ def ckpt_and_graph(tmp_path):
     (lambda vs: {"net/w": vs[0], "net/mask": vs[3], "net/b": sc.Variable(torch.zeros(4), name="b32:0")},
      r"Dtype mismatch for variable b32:0: the variable has dtype float32, checkpoint tensor net/b "
      r"has dtype float64"),
+    (lambda vs: {"net/w": vs[0], "net/b": torch.zeros(1, dtype=torch.float64).expand(4)},
+     r"Variable <tensor shape=\[4\] dtype=torch.float64> cannot be written in place: elements "
+     r"of it share memory"),
+    (lambda vs: {"net/w": vs[0], "net/half": vs[4], "net/b": _inference_variable(torch.zeros(4).double())},
+     r"Variable inf:0 cannot be written in place: it was made under torch.inference_mode"),
 ])
 def test_restore_errors_change_nothing(ckpt_and_graph, change, match):
     prefix, g, variables = ckpt_and_graph

@@ -20,6 +20,7 @@ Differences from TF, all due to sepconv having no sessions and no graph executio
 """
 import collections.abc
 import glob
+import numbers
 import os
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from . import checkpoint as _ckpt
 from . import graph as graph_lib
+from . import utils
 from .checkpoint import (BundleReader, CheckpointError, CheckpointNotFoundError, CheckpointState,
                          TensorNotFoundError, checkpoint_exists, get_checkpoint_state,
                          latest_checkpoint, update_checkpoint_state)
@@ -111,6 +113,16 @@ def _describe(variable):
         list(variable.shape), variable.dtype)
 
 
+def _why_unwritable(variable):
+    """Why ``variable.copy_`` would fail, found before any variable is written; else None."""
+    if variable.is_inference() and not torch.is_inference_mode_enabled():
+        return ("it was made under torch.inference_mode (an inference tensor), so it can only be "
+                "restored under torch.inference_mode()")
+    if any(stride == 0 and size > 1 for stride, size in zip(variable.stride(), variable.shape)):
+        return "elements of it share memory (an expanded tensor)"
+    return None
+
+
 def _assign_all(reader, plan, source):
     """Copies ``reader``'s tensors into variables: ``plan`` is ``[(variable, tensor_name)]``.
 
@@ -131,6 +143,9 @@ def _assign_all(reader, plan, source):
             problems.append("Shape mismatch for variable %s: the variable has shape %s, "
                             "checkpoint tensor %s has shape %s"
                             % (var_name, list(variable.shape), tensor_name, shapes[tensor_name]))
+        unwritable = _why_unwritable(variable)
+        if unwritable:
+            problems.append("Variable %s cannot be written in place: %s" % (var_name, unwritable))
         want = _np_dtype(variable)
         have = dtypes[tensor_name]
         if want is None or want != have:
@@ -201,7 +216,8 @@ class Saver:
             names, ``'scope/w'``), or a dict ``{checkpoint name: variable}``.
         max_to_keep: how many recent checkpoints to keep (older ones written by
             this Saver are deleted); ``None`` or 0 keeps all, and the
-            ``checkpoint`` file then lists only the latest, as TF.
+            ``checkpoint`` file then lists only the latest, as TF. A negative
+            value raises ``ValueError`` (TF deletes every checkpoint it saves).
         allow_empty: with no variables, ``save`` and ``restore`` do nothing
             instead of the constructor raising ``ValueError("No variables to save")``.
         pad_step_number: write ``<path>-00000042`` instead of ``<path>-42``.
@@ -233,7 +249,9 @@ class Saver:
             if variable.dtype not in _TORCH_TO_NP:
                 raise TypeError("Saver: variable %s has dtype %s, which TF checkpoints (as sepconv "
                                 "writes them) cannot hold" % (name, variable.dtype))
-        self._max_to_keep = max_to_keep
+        # TF accepts a negative max_to_keep and then deletes each checkpoint as soon as it is saved.
+        self._max_to_keep = None if max_to_keep is None else utils.positive_int(
+            max_to_keep, "max_to_keep", minimum=0)
         self._pad_step_number = pad_step_number
         self._save_relative_paths = save_relative_paths
         self._last_checkpoints = []
@@ -258,12 +276,17 @@ class Saver:
 
         Raises:
             ValueError: the parent directory of ``save_path`` does not exist.
+            TypeError: ``global_step`` is not a number or a scalar tensor.
         """
         if not self._vars:
             return None
         save_path = os.fspath(save_path)
         if global_step is not None:
-            step = int(global_step.item() if isinstance(global_step, torch.Tensor) else global_step)
+            step = global_step.item() if isinstance(global_step, torch.Tensor) else global_step
+            if isinstance(step, bool) or not isinstance(step, numbers.Real):
+                raise TypeError(f"Invalid global_step {global_step!r}: expected an int or a "
+                                "scalar tensor.")
+            step = int(step)  # TF formats it with %d, which truncates a float
             prefix = ("%s-%08d" if self._pad_step_number else "%s-%d") % (save_path, step)
         else:
             prefix = save_path

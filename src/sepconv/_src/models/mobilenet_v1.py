@@ -76,12 +76,20 @@ def _check_base_args(depth_multiplier, output_stride, min_depth):
     utils.positive_int(min_depth, "min_depth")
 
 
-def _check_conv_defs(conv_defs):
-    """Every definition is checked before any layer is built."""
+def _check_conv_defs(conv_defs, final_endpoint):
+    """Every definition and the end point are checked before any layer is built."""
+    end_points = []
     for i, conv_def in enumerate(conv_defs):
-        if not isinstance(conv_def, (Conv, DepthSepConv)):
+        if isinstance(conv_def, Conv):
+            end_points.append(f"Conv2d_{i}")
+        elif isinstance(conv_def, DepthSepConv):
+            end_points += [f"Conv2d_{i}_depthwise", f"Conv2d_{i}_pointwise"]
+        else:
             raise ValueError(f"Invalid conv_defs[{i}] {conv_def!r}: expected a Conv or a "
                              "DepthSepConv.")
+    if final_endpoint not in end_points:
+        raise ValueError(f"Unknown final endpoint {final_endpoint!r}: expected one of "
+                         f"{end_points}.")
 
 
 def mobilenet_v1_base(inputs, final_endpoint="Conv2d_13_pointwise", min_depth=8,
@@ -138,7 +146,7 @@ def mobilenet_v1_base(inputs, final_endpoint="Conv2d_13_pointwise", min_depth=8,
     _check_base_args(depth_multiplier, output_stride, min_depth)
     utils.check_bool(use_explicit_padding, "use_explicit_padding")
     conv_defs = MOBILENETV1_CONV_DEFS if conv_defs is None else conv_defs
-    _check_conv_defs(conv_defs)
+    _check_conv_defs(conv_defs, final_endpoint)
 
     def depth(d):
         return max(int(d * depth_multiplier), min_depth)
@@ -181,8 +189,7 @@ def mobilenet_v1_base(inputs, final_endpoint="Conv2d_13_pointwise", min_depth=8,
                     end_points[end_point] = net
                     if end_point == final_endpoint:
                         return net, end_points
-    raise ValueError(f"Unknown final endpoint {final_endpoint!r}: expected one of "
-                     f"{list(end_points)}.")
+    raise AssertionError("unreachable: final_endpoint is checked up front")
 
 
 def _reduced_kernel_size_for_small_input(input_tensor, kernel_size):
