@@ -192,6 +192,46 @@ def test_lazy_weights_missing_from_a_checkpoint_are_created_on_the_first_call(tm
     assert lazy.pointwise_weights.shape == (1, 1, 2, 4) and torch.count_nonzero(lazy.pointwise_weights) > 0
 
 
+class _FailsOnce:
+    """An initializer that raises on its first call, then returns ``value``s."""
+
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def __call__(self, shape, dtype=None):
+        self.calls += 1
+        if self.calls == 1:
+            raise KeyboardInterrupt
+        return torch.full(shape, self.value, dtype=dtype)
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda init: sc.nn.SeparableConv2d(4, 3, 1, biases_initializer=init, activation_fn=None), "biases"),
+    (lambda init: sc.nn.BatchNorm(param_initializers={"moving_variance": init}).eval(), "moving_variance"),
+])
+def test_a_first_call_whose_initializer_fails_leaves_every_lazy_tensor_lazy(make, key):
+    initializer = _FailsOnce(2.0)
+    module = make(initializer)
+    x = torch.randn(2, 5, 5, 3)
+    with pytest.raises(KeyboardInterrupt):
+        module(x)
+    assert all(torch.nn.parameter.is_lazy(t) for t in module.state_dict(keep_vars=True).values())
+    module(x)
+    assert initializer.calls == 2 and torch.equal(getattr(module, key), torch.full((4 if key == "biases" else 3,), 2.0))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sc.nn.SeparableConv2d(4, 3, 1, in_channels=3,
+                                  weights_initializer=lambda shape, dtype=None: torch.ones(shape[-1])),
+    lambda: sc.nn.BatchNorm(3, param_initializers={"moving_variance": lambda shape, dtype=None: torch.tensor(5.0)}),
+    lambda: sc.nn.BatchNorm(param_initializers={"beta": lambda shape, dtype=None: torch.ones(2)})(torch.ones(1, 2, 2, 3)),
+])
+def test_an_initializer_of_the_wrong_shape_is_refused_not_broadcast(make):
+    with pytest.raises(ValueError, match=r"Initializer of (depthwise_weights|moving_variance|beta) returned "
+                                         r"shape \[\d*\], expected \[3(, 3, 3, 1)?\]"):
+        make()
+
+
 def test_reset_parameters_draws_xavier_uniform_within_the_limit():
     torch.manual_seed(0)
     conv = sc.nn.SeparableConv2d(300, 3, 4, in_channels=200)
@@ -331,6 +371,8 @@ def test_batch_norm_module_returns_the_dtype_of_half_inputs():
      r"Invalid kernel_size 1.5: expected an int >= 1"),
     (lambda: sc.nn.SeparableConv2d(4, 3, 1, stride=np.array(2.0)), TypeError,
      r"Invalid stride 2.0: expected an int >= 1"),
+    (lambda: sc.nn.SeparableConv2d(4, 3, 1, device="gpu9"), ValueError, r"Invalid device 'gpu9'"),
+    (lambda: sc.nn.BatchNorm(3, device="gpu9"), ValueError, r"Invalid device 'gpu9'"),
 ])
 def test_invalid_arguments_raise_naming_the_argument(make, error, match):
     with pytest.raises(error, match=match):

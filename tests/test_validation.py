@@ -119,6 +119,12 @@ SEPARABLE_CASES = [
      m("Invalid variables_collections['weights'] 'c'", "list of collection names")),
     ("outputs-collections-dict", dict(outputs_collections={"a": ["b"]}), TypeError,
      m("Invalid outputs_collections {'a': ['b']}", "list of collection names")),
+    ("variables-collections-unhashable", dict(variables_collections=[["a"]]), TypeError,
+     m("Invalid variables_collections [['a']]: collection names must be hashable, got ['a']")),
+    ("outputs-collections-unhashable", dict(outputs_collections=["ok", {}]), TypeError,
+     m("Invalid outputs_collections ['ok', {}]: collection names must be hashable, got {}")),
+    ("initializer-returns-none", dict(weights_initializer=lambda shape, dtype=None, **kw: None), TypeError,
+     m("Initializer of variable SeparableConv2d/depthwise_weights returned None: expected a tensor")),
     ("trainable-int", dict(trainable=2), TypeError, m("Invalid trainable 2", "expected a bool")),
     ("trainable-none", dict(trainable=None), TypeError, m("Invalid trainable None", "expected a bool")),
     ("scope-int", dict(scope=3), TypeError, m("Invalid scope 3", "non-empty string, a VariableScope or None")),
@@ -256,6 +262,12 @@ GET_VARIABLE_CASES = [
      m("Initializer of variable v_new has shape [3], but shape [2] was specified")),
     ("initializer-wrong-result", dict(initializer=lambda shape, dtype=None: torch.ones(5)), ValueError,
      m("Initializer of variable v_new returned shape [5], expected [2]")),
+    ("initializer-returns-str", dict(initializer=lambda shape, dtype=None: "x"), TypeError,
+     m("Initializer of variable v_new returned 'x': expected a tensor, an array or a number")),
+    ("collections-unhashable", dict(collections=[["a"]]), TypeError,
+     m("Invalid collections [['a']]: collection names must be hashable")),
+    ("custom-getter-returns-none", dict(custom_getter=lambda getter, name, **kwargs: None), TypeError,
+     m("The custom_getter returned None for variable v_new: expected a variable (a torch.Tensor)")),
     ("regularizer-int", dict(regularizer=3), TypeError, m("Invalid regularizer 3 for variable v_new", "callable")),
     ("trainable-int", dict(trainable=2), TypeError, m("trainable must be a bool (or a numpy bool, 1 or 0), got 2")),
     ("trainable-str", dict(trainable="yes"), TypeError, m("trainable must be a bool (or a numpy bool, 1 or 0), got 'yes'")),
@@ -441,6 +453,16 @@ def test_get_variable_bad_argument(populated_graph, kwargs, error, match):
             sc.get_variable(**call_kwargs)
 
     _assert_fails_cleanly(populated_graph, call, error, match)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(collections=5), TypeError, m("Invalid collections 5: expected a list, tuple or set")),
+    (dict(custom_getter=5), TypeError, m("Invalid custom_getter 5: expected a callable or None")),
+    (dict(custom_getter=lambda name, **kwargs: "w"), TypeError,
+     m("The custom_getter returned 'w' for variable w: expected a variable")),
+])
+def test_slim_variable_bad_argument(populated_graph, kwargs, error, match):
+    _assert_fails_cleanly(populated_graph, lambda: sc.variable("w", [2], **kwargs), error, match)
 
 
 @pytest.mark.parametrize("kwargs, error, match", _params(VARIABLE_SCOPE_CASES))

@@ -57,6 +57,7 @@ def _check_collections(value, argument, allow_dict):
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         kinds = "a list of collection names" + (" or a dict of such lists" if allow_dict else "")
         raise TypeError(f"Invalid {argument} {value!r}: expected {kinds}.")
+    utils.check_collection_names(value, argument)
     return value
 
 

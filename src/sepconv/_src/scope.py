@@ -9,6 +9,7 @@ re-entering ``outer`` with ``reuse=True`` find ``outer/SeparableConv2d`` again.
 import contextlib
 import functools
 import inspect
+import numbers
 import threading
 
 import torch
@@ -19,6 +20,8 @@ from . import initializers as init_lib
 from .utils import as_dtype as _as_dtype
 from .utils import _is_flag
 from .utils import check_callable as _check_callable
+from .utils import check_collection_names as _check_collection_names
+from .utils import check_device as _check_device
 
 __all__ = ["Template", "VariableScope", "get_variable", "get_variable_scope",
            "make_template", "model_variable", "variable", "variable_scope"]
@@ -232,16 +235,7 @@ def _check_variable_collections(collections):
                                     or not isinstance(collections, (list, tuple, set))):
         raise TypeError(f"Invalid collections {collections!r}: expected a list, tuple or set "
                         "of collection names, or None.")
-
-
-def _check_device(device):
-    if device is None:
-        return None
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"Invalid device {device!r}: expected a torch.device or a device "
-                         "string like 'cpu' or 'cuda:0'.") from None
+    _check_collection_names(collections or (), "collections")
 
 
 def _open(state, name):
@@ -355,7 +349,15 @@ def _call_custom_getter(custom_getter, getter, name, kwargs, tf_options, constra
     for key, value in (("constraint", constraint), ("device", device)):
         if _takes_keyword(custom_getter, key):
             call[key] = value
-    return custom_getter(**call)
+    return _getter_result(custom_getter(**call), name)
+
+
+def _getter_result(variable, name):
+    """What a custom getter returned for ``name``, if it is a tensor (TF would hand on anything)."""
+    if not isinstance(variable, torch.Tensor):
+        raise TypeError(f"The custom_getter returned {variable!r} for variable {name}: expected "
+                        "a variable (a torch.Tensor).")
+    return variable
 
 
 def _takes_keyword(function, key):
@@ -453,17 +455,33 @@ def _initial_value(name, shape, dtype, initializer, device):
     dtype = dtype or torch.float32
     if initializer is None:
         initializer = _default_initializer(name, dtype)
+    return call_initializer(initializer, shape, dtype, f"variable {name}").to(device=device, dtype=dtype)
+
+
+def call_initializer(initializer, shape, dtype, what):
+    """``initializer(shape, dtype=dtype)`` as a tensor of ``shape``, as TF calls initializers.
+
+    ``what`` names the tensor in errors (``'variable scope/w'``).
+
+    Raises:
+        TypeError: ``initializer`` is not callable or returns no number or array.
+        ValueError: it returns another shape.
+    """
     if not callable(initializer):
-        raise TypeError(f"Invalid initializer {initializer!r} for variable {name}: expected a callable or an array.")
+        raise TypeError(f"Invalid initializer {initializer!r} for {what}: expected a callable or an array.")
     if inspect.isclass(initializer):  # TF takes the class itself, e.g. tf.zeros_initializer
         initializer = initializer()
     keywords, _ = _keyword_parameters(initializer)  # named, not just swallowed by **kwargs
     extra = {"partition_info": None} if "partition_info" in keywords else {}
-    value = torch.as_tensor(initializer(list(shape), dtype=dtype, **extra))
-    if tuple(value.shape) != shape:
-        raise ValueError(f"Initializer of variable {name} returned shape {list(value.shape)}, "
+    value = initializer(list(shape), dtype=dtype, **extra)
+    if not (isinstance(value, (torch.Tensor, numbers.Number, list, tuple)) or _is_array(value)):
+        raise TypeError(f"Initializer of {what} returned {value!r}: expected a tensor, an array "
+                        "or a number.")
+    value = torch.as_tensor(value)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"Initializer of {what} returned shape {list(value.shape)}, "
                          f"expected {list(shape)}.")
-    return value.to(device=device, dtype=dtype)
+    return value
 
 
 def _is_array(value):
@@ -534,6 +552,8 @@ def variable(name, shape=None, dtype=None, initializer=None, regularizer=None, t
     ``custom_getter(name, reuse=<scope's reuse>, shape=..., ...)`` with the short
     name and no getter argument (and ``device`` if it takes one).
     """
+    _check_variable_collections(collections)
+    _check_callable(custom_getter, "custom_getter")
     keys = list(dict.fromkeys(collections if collections is not None else [GraphKeys.GLOBAL_VARIABLES]))
     kwargs = dict(shape=shape, dtype=dtype, initializer=initializer, regularizer=regularizer,
                   trainable=trainable, collections=keys, caching_device=caching_device,
@@ -544,7 +564,7 @@ def variable(name, shape=None, dtype=None, initializer=None, regularizer=None, t
         # the scope's reuse; sepconv's device only if it takes one.
         if _takes_keyword(custom_getter, "device"):
             kwargs["device"] = device
-        return custom_getter(name, reuse=get_variable_scope().reuse, **kwargs)
+        return _getter_result(custom_getter(name, reuse=get_variable_scope().reuse, **kwargs), name)
     return get_variable(name, device=device, **kwargs)
 
 

@@ -74,6 +74,27 @@ def data_format(value):
     return value
 
 
+def check_device(device):
+    """``device`` as a ``torch.device`` (None stays None)."""
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Invalid device {device!r}: expected a torch.device or a device "
+                         "string like 'cpu' or 'cuda:0'.") from None
+
+
+def check_collection_names(names, argument):
+    """Collection names are dictionary keys: each must be hashable."""
+    for name in names:
+        try:
+            hash(name)
+        except TypeError:
+            raise TypeError(f"Invalid {argument} {names!r}: collection names must be hashable, "
+                            f"got {name!r}.") from None
+
+
 def check_callable(value, argument, allow_none=True):
     """Checks that ``value`` is callable (or None when allowed)."""
     if value is None and allow_none:

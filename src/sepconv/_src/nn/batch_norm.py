@@ -86,7 +86,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         self.fused = None if fused is None else utils.check_bool(fused, "fused")
         lazy = num_features is None
         shape = None if lazy else (utils.positive_int(num_features, "num_features"),)
-        factory = {"device": device, "dtype": utils.floating_dtype(dtype)}
+        factory = {"device": utils.check_device(device), "dtype": utils.floating_dtype(dtype)}
         # TF's layer creates gamma before beta; keep that order in parameters().
         self.gamma = _new_param(shape, lazy, trainable, factory) if scale else None
         self.beta = _new_param(shape, lazy, trainable, factory) if center else None
@@ -102,17 +102,14 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                 return tensor.shape[0]
         return None
 
-    def _initializer(self, name, default):
-        return self.param_initializers.get(name, default)
-
-    def _defaults(self):
-        return (("gamma", ones_initializer()), ("beta", zeros_initializer()),
-                ("moving_mean", zeros_initializer()), ("moving_variance", ones_initializer()))
+    def _initializers(self):
+        defaults = (("gamma", ones_initializer()), ("beta", zeros_initializer()),
+                    ("moving_mean", zeros_initializer()), ("moving_variance", ones_initializer()))
+        return [(name, self.param_initializers.get(name, default)) for name, default in defaults]
 
     def reset_parameters(self):
         """Re-initialises gamma/beta and resets the moving statistics (zeros and ones)."""
-        for name, default in self._defaults():
-            _fill_(getattr(self, name), self._initializer(name, default))
+        _fill_(self, self._initializers())
 
     def initialize_parameters(self, inputs):
         """Materialises lazy tensors with the channels of ``inputs`` (called by the first forward).
@@ -131,12 +128,8 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         if channels is None:
             channels = x.shape[_channel_axis(self.data_format)]
         _check_input_channels(x, channels, self.data_format)
-        with torch.no_grad():
-            for name, default in self._defaults():
-                tensor = getattr(self, name)
-                if tensor is not None and _is_uninitialized(tensor):
-                    tensor.materialize((channels,))
-                    _fill_(tensor, self._initializer(name, default))
+        initializers = self._initializers()
+        _fill_(self, initializers, lazy_shapes={key: (channels,) for key, _ in initializers})
 
     def forward(self, inputs):
         """Normalises ``inputs`` with batch (training) or moving (eval) statistics."""

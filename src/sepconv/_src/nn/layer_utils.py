@@ -3,6 +3,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
+from ..scope import call_initializer
+
 
 def _channel_axis(data_format):
     return 3 if data_format == "NHWC" else 1
@@ -24,13 +26,26 @@ def _is_uninitialized(tensor):
     return isinstance(tensor, (UninitializedParameter, UninitializedBuffer))
 
 
-def _fill_(tensor, initializer):
-    """Fills ``tensor`` in place with ``initializer(shape, dtype=...)``, as ``get_variable`` does."""
-    if tensor is None or is_lazy(tensor):
-        return
+def _fill_(module, initializers, lazy_shapes=None):
+    """Fills the module's tensors ``[(key, initializer)]`` in place, as ``get_variable`` does.
+
+    Without ``lazy_shapes`` the initialised tensors are filled; with it
+    (``{key: shape}``) the lazy ones, materialised to those shapes. Every
+    value is made and checked before any tensor is touched, so an initializer
+    that fails leaves the module as it was (lazy tensors lazy).
+    """
+    plan = []
+    for key, initializer in initializers:
+        tensor = getattr(module, key)
+        if tensor is None or is_lazy(tensor) != (lazy_shapes is not None):
+            continue
+        shape = tuple(tensor.shape) if lazy_shapes is None else tuple(lazy_shapes[key])
+        plan.append((tensor, shape, call_initializer(initializer, shape, tensor.dtype, key)))
     with torch.no_grad():
-        value = torch.as_tensor(initializer(list(tensor.shape), dtype=tensor.dtype))
-        tensor.copy_(value)
+        for tensor, shape, value in plan:
+            if is_lazy(tensor):
+                tensor.materialize(shape)
+            tensor.copy_(value)
 
 
 def _check_input_channels(x, expected, data_format):

@@ -110,7 +110,8 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         self.biases_regularizer = utils.check_callable(biases_regularizer, "biases_regularizer")
         self.trainable = utils.check_bool(trainable, "trainable")
         self.normalizer = self._check_normalizer(normalizer)
-        self._make_parameters(in_channels, {"device": device, "dtype": utils.floating_dtype(dtype)})
+        self._make_parameters(in_channels, {"device": utils.check_device(device),
+                                            "dtype": utils.floating_dtype(dtype)})
         self.reset_parameters()
 
     def _check_normalizer(self, normalizer):
@@ -171,9 +172,7 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
         :func:`sepconv.xavier_initializer`. The normalizer is reset too when
         it has a ``reset_parameters``.
         """
-        _fill_(self.depthwise_weights, self.weights_initializer)
-        _fill_(self.pointwise_weights, self.weights_initializer)
-        _fill_(self.biases, self.biases_initializer)
+        _fill_(self, self._initializers())
         if isinstance(self.normalizer, nn.Module) and hasattr(self.normalizer, "reset_parameters"):
             self.normalizer.reset_parameters()
 
@@ -198,15 +197,12 @@ class SeparableConv2d(LazyModuleMixin, nn.Module):
                 raise ValueError(f"Invalid inputs shape {list(x.shape)}: the channel dimension "
                                  "must not be 0.")
         _check_input_channels(x, cin, self.data_format)
-        shapes = self._weight_shapes(cin)
-        with torch.no_grad():
-            for key, initializer in (("depthwise_weights", self.weights_initializer),
-                                     ("pointwise_weights", self.weights_initializer),
-                                     ("biases", self.biases_initializer)):
-                tensor = getattr(self, key)
-                if tensor is not None and is_lazy(tensor):
-                    tensor.materialize(shapes[key])
-                    _fill_(tensor, initializer)
+        _fill_(self, self._initializers(), lazy_shapes=self._weight_shapes(cin))
+
+    def _initializers(self):
+        return [("depthwise_weights", self.weights_initializer),
+                ("pointwise_weights", self.weights_initializer),
+                ("biases", self.biases_initializer)]
 
     def _weight_shapes(self, cin):
         """The shapes of the weights for ``cin`` input channels."""
