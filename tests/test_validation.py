@@ -607,3 +607,40 @@ def test_failed_first_template_call_leaves_nothing_and_keeps_the_name(populated_
     template(x())
     assert template.variable_scope_name == "model/"
     assert len(template.trainable_variables) == 3 + 2 + 1
+
+
+def test_a_failed_later_template_call_undoes_what_its_layers_did(populated_graph):
+    def model(inputs, fail=False):
+        net = sc.separable_conv2d(inputs, 4, 3, 1, normalizer_fn=sc.batch_norm,
+                                  normalizer_params={"is_training": True}, outputs_collections=["ends"])
+        if fail:
+            raise RuntimeError("model function failed")
+        return net
+
+    template = sc.make_template("model", model)
+    template(torch.randn(4, 5, 5, 3))
+    before = snapshot(populated_graph)
+    with pytest.raises(RuntimeError, match="model function failed"):
+        template(torch.randn(4, 5, 5, 3), fail=True)
+    assert snapshot(populated_graph) == before  # moving statistics and "ends" included
+
+
+def test_a_template_whose_first_call_an_enclosing_call_undid_creates_its_variables_again(populated_graph):
+    inner = sc.make_template("inner", lambda inputs: sc.separable_conv2d(inputs, 4, 3, 1, scope="conv"))
+
+    def outer_model(inputs, fail):
+        net = inner(inputs)
+        if fail:
+            raise RuntimeError("outer failed after inner's first call")
+        return net
+
+    outer = sc.make_template("outer", outer_model)
+    before = snapshot(populated_graph)
+    with pytest.raises(RuntimeError, match="outer failed"):
+        outer(x(), fail=True)
+    assert snapshot(populated_graph) == before and inner.variable_scope is None
+    outer(x(), fail=False)
+    assert [v.name for v in outer.trainable_variables] == [
+        "outer/inner/conv/depthwise_weights:0", "outer/inner/conv/pointwise_weights:0",
+        "outer/inner/conv/biases:0"]
+    assert inner(x()).shape == (1, 5, 5, 4)

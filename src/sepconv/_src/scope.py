@@ -620,31 +620,42 @@ class Template:
                 return self._call_reusing(args, kwargs)
             graph = graph_lib.get_default_graph()
             with graph._atomic():
-                if self._variable_scope is None:
+                scope_before = self._variable_scope
+                if scope_before is None:
                     with variable_scope(self._unique_name, default_name=self._name,
                                         custom_getter=self._custom_getter) as scope:
                         result = self._func(*args, **kwargs)
                     self._variable_scope = scope
                 else:
-                    with variable_scope(self._variable_scope):
+                    with variable_scope(scope_before):
                         result = self._func(*args, **kwargs)
-            self._variables_created = True
+                self._variables_created = True
+                # An enclosing call (another template's first call, a layer) that fails
+                # later removes these variables: this template must then create them again.
+                graph._record_undo(lambda: self._forget_first_call(scope_before))
             return result
+
+    def _forget_first_call(self, scope_before):
+        self._variable_scope = scope_before
+        self._variables_created = False
 
     def _call_reusing(self, args, kwargs):
         # Only this thread's creations count: comparing the length of the shared
         # trainable collection would blame the template for other threads' variables.
-        state = graph_lib.get_default_graph()._thread
+        graph = graph_lib.get_default_graph()
+        state = graph._thread
         outer, state.new_trainable = state.new_trainable, []
         try:
-            with variable_scope(self._variable_scope, reuse=True):
+            # All-or-nothing like the first call: a failure undoes the variables it made,
+            # and moving-statistics updates and outputs collected by the layers before it.
+            with graph._atomic(), variable_scope(self._variable_scope, reuse=True):
                 result = self._func(*args, **kwargs)
-            created = state.new_trainable
+                if state.new_trainable:
+                    raise ValueError("Trainable variable created when calling a template after "
+                                     f"the first time, perhaps you used a new name: "
+                                     f"{state.new_trainable}")
         finally:
             state.new_trainable = outer
-        if created:
-            raise ValueError("Trainable variable created when calling a template after the first "
-                             f"time, perhaps you used a new name: {created}")
         return result
 
     @property
