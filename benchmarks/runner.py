@@ -61,6 +61,17 @@ def parse_args(argv):
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    # An explicit TensorFlow Python that does not run is an error, not a skipped peer.
+    for source, python in (("--tf-python", args.tf_python),
+                           ("$SEPCONV_TF_PYTHON", os.environ.get("SEPCONV_TF_PYTHON"))):
+        if python:
+            if not os.access(python, os.X_OK):
+                parser.error(f"{source} {python!r} is not an executable file")
+            break
+    try:  # before the run, which takes minutes, not after it
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out: cannot create directory {args.out!r}: {error.strerror}")
     return args
 
 

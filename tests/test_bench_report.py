@@ -76,3 +76,24 @@ def test_a_run_writes_its_report_and_removes_its_scratch_files(tmp_path):
     (row,) = json.loads((out / "bench.json").read_text())["results"]
     assert set(row["peak_mib"]) == {"sepconv", "torch-nchw"}
     assert list(scratch_parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--out", "{file}"], {}, "--out: cannot create directory '{file}': File exists"),
+    (["--tf-python", "/no/such/python"], {}, "--tf-python '/no/such/python' is not an executable file"),
+    ([], {"SEPCONV_TF_PYTHON": "/no/such/python"},
+     "$SEPCONV_TF_PYTHON '/no/such/python' is not an executable file"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, argv, env, message):
+    from benchmarks import runner
+
+    file = tmp_path / "a-file"
+    file.write_text("")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(runner, "measure", lambda *args: pytest.fail("the run must not start"))
+    argv = [arg.format(file=file) for arg in argv] + (["--out", str(tmp_path / "out")] if "--out" not in argv else [])
+    with pytest.raises(SystemExit) as exit_info:
+        runner.run(argv)
+    assert exit_info.value.code == 2
+    assert message.format(file=file) in capsys.readouterr().err

@@ -75,10 +75,15 @@ def test_main_leaves_threads_default_graph_and_seed_alone(single_run):
     assert torch.equal(rng_after, rng)
 
 
-def test_batch_smaller_than_world_is_refused(tmp_path):
+def test_batch_smaller_than_world_and_an_unusable_out_are_refused(tmp_path):
     config = demo.build_parser().parse_args(["--batch-size", "2", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="--batch-size"):
-        demo._run(config, demo_dist.Context(rank=0, world_size=4))
+    assert demo.config_problem(config, demo_dist.Context(rank=0, world_size=2)) is None
+    assert demo.config_problem(config, demo_dist.Context(rank=1, world_size=4)) == (
+        "argument --batch-size: invalid value 2: must be at least the number of processes (4)")
+    (tmp_path / "file").write_text("")
+    config.out = str(tmp_path / "file" / "sub")
+    assert demo.config_problem(config, demo_dist.Context(rank=0, world_size=1)) == (
+        f"argument --out: cannot create directory {config.out!r}: Not a directory")
 
 
 def test_help_documents_every_flag(capsys):
@@ -93,12 +98,14 @@ def test_help_documents_every_flag(capsys):
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--lr", "-1"], ["--batch-size", "x"],
-                                  ["--threads", "0"]])
+                                  ["--threads", "0"], ["--seed", "-1"], ["--seed", "4294967296"],
+                                  ["--out", __file__]])
 def test_bad_flags_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         demo.main(argv)
     assert exit_info.value.code == 2
-    assert argv[0] in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert argv[0] in err and "Traceback" not in err
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """MobileNet v1 against slim's, restored from a TF checkpoint (fixture from tools/gen_mobilenet.py)."""
+import inspect
 import json
 import pathlib
 
@@ -101,6 +102,7 @@ def test_width_multiplier_and_min_depth():
 
 def test_partial_variant_and_default_size():
     assert mobilenet_v1_025.keywords == {"depth_multiplier": 0.25}
+    assert inspect.signature(mobilenet_v1_025).parameters["depth_multiplier"].default == 0.25
     assert mobilenet_v1.default_image_size == 224
     assert len(MOBILENETV1_CONV_DEFS) == 14
     assert isinstance(MOBILENETV1_CONV_DEFS[0], Conv)

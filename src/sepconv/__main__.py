@@ -1,4 +1,4 @@
-"""Command line: ``python -m sepconv {demo,bench} [options]``."""
+"""Command line: python -m sepconv {demo,bench} [options]."""
 import argparse
 import importlib
 import sys

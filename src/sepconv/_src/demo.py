@@ -45,7 +45,7 @@ def build_parser():
                              "decayed to 0 by a cosine schedule")
     parser.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
                         help="scale of sc.l2_regularizer on every weight (0 disables it)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the train/test split, the initial weights, the shuffling "
                              "and the random shifts")
     parser.add_argument("--threads", type=_positive_int, default=1,
@@ -69,6 +69,11 @@ def _non_negative_int(text):
     return _checked(text, int, lambda v: v >= 0, "an int >= 0")
 
 
+def _seed(text):
+    # scikit-learn's split takes seeds in [0, 2**32 - 1]
+    return _checked(text, int, lambda v: 0 <= v < 2**32, "an int in [0, 4294967295]")
+
+
 def _positive_float(text):
     return _checked(text, float, lambda v: v > 0, "a float > 0")
 
@@ -89,12 +94,16 @@ def _checked(text, kind, valid, expected):
 
 def main(argv=None):
     """Runs the demo; returns 0 on success, 1 if the restored model disagrees."""
-    config = build_parser().parse_args(argv)
+    parser = build_parser()
+    config = parser.parse_args(argv)
     context = demo_dist.init_from_env()
     threads = torch.get_num_threads()
     # A graph of its own and a forked RNG: calling main() twice in one process
     # (as the tests do) neither mixes two models' variables nor moves torch's seed.
     try:
+        problem = config_problem(config, context)
+        if problem:
+            parser.error(problem)  # every rank exits with status 2, before any training
         with sc.Graph().as_default(), torch.random.fork_rng(devices=[]):
             return _run(config, context)
     finally:
@@ -102,14 +111,24 @@ def main(argv=None):
         demo_dist.shutdown(context)
 
 
-def _run(config, context):
+def config_problem(config, context):
+    """What makes ``config`` unusable for this run, as a one-line message; else None.
+
+    Creates ``--out`` (every rank, so that none starts training alone).
+    """
     if config.batch_size < context.world_size:
-        raise ValueError(f"Invalid --batch-size {config.batch_size}: must be at least the "
-                         f"number of processes ({context.world_size}).")
+        return (f"argument --batch-size: invalid value {config.batch_size}: must be at least the "
+                f"number of processes ({context.world_size})")
+    try:
+        os.makedirs(config.out, exist_ok=True)
+    except OSError as error:
+        return f"argument --out: cannot create directory {config.out!r}: {error.strerror}"
+    return None
+
+
+def _run(config, context):
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # initial weights; rank 0's are broadcast anyway
-    if context.is_chief:
-        os.makedirs(config.out, exist_ok=True)  # fail before training, not after
     train_set, test_set = demo_data.load_split(config.seed)
     if context.is_chief and not config.quiet:
         print(f"digits: {len(train_set[0])} train / {len(test_set[0])} test; "

@@ -62,6 +62,20 @@ class _Initializer:
         self.dtype = self._dtype(dtype)
 
     def __call__(self, shape, dtype=None, partition_info=None):
+        """A new tensor of ``shape``.
+
+        Args:
+            shape: a list of non-negative ints.
+            dtype: the tensor's dtype; None takes the one given at construction.
+            partition_info: TF's partitioning argument (ignored).
+
+        Returns:
+            A ``torch.Tensor`` of ``shape`` and ``dtype`` (not requiring grad).
+
+        Raises:
+            ValueError: if ``shape`` is not a list of non-negative ints.
+            TypeError: if ``dtype`` is not one the initializer can fill.
+        """
         del partition_info
         shape = _check_shape(shape)
         dtype = self._dtype(dtype)
@@ -80,7 +94,14 @@ class _Initializer:
 
 
 class zeros_initializer(_Initializer):
-    """Fills with zeros."""
+    """Fills with zeros.
+
+    Args:
+        dtype: the default dtype of the tensors it makes (any dtype).
+
+    Raises:
+        TypeError: if ``dtype`` is not a dtype.
+    """
 
     def __init__(self, dtype=torch.float32):
         super().__init__(None, dtype)
@@ -93,7 +114,7 @@ class zeros_initializer(_Initializer):
 
 
 class ones_initializer(zeros_initializer):
-    """Fills with ones."""
+    """Fills with ones; arguments as :class:`zeros_initializer`."""
 
     def _generate(self, shape, dtype, generator):
         return torch.ones(shape, dtype=dtype)
@@ -104,6 +125,17 @@ class constant_initializer(zeros_initializer):
 
     As in TF1, an array with fewer elements than the shape is padded with its
     last element.
+
+    Args:
+        value: a number, or an array (list, numpy array, tensor) of numbers.
+        dtype: the default dtype of the tensors it makes.
+        verify_shape: require ``value``'s shape to be the tensor's.
+
+    Raises:
+        TypeError: at construction if ``value`` holds no numbers; when called,
+            if ``verify_shape`` and the shapes differ, or a fractional value
+            would be truncated into an integer dtype.
+        ValueError: when called, if ``value`` has more elements than the shape.
     """
 
     def __init__(self, value=0, dtype=torch.float32, verify_shape=False):
@@ -135,7 +167,18 @@ class constant_initializer(zeros_initializer):
 
 
 class random_uniform_initializer(_Initializer):
-    """Uniform in ``[minval, maxval)``; ``maxval=None`` means 1."""
+    """Uniform in ``[minval, maxval)``; ``maxval=None`` means 1.
+
+    Args:
+        minval, maxval: the bounds (numbers).
+        seed: an int making the draws repeatable, or None.
+        dtype: the default dtype, a floating-point one.
+
+    Raises:
+        ValueError: if ``maxval < minval``.
+        TypeError: if a bound or the seed is not a number, or ``dtype`` is
+            not floating-point.
+    """
 
     def __init__(self, minval=0, maxval=None, seed=None, dtype=torch.float32):
         super().__init__(seed, dtype)
@@ -150,7 +193,19 @@ class random_uniform_initializer(_Initializer):
 
 
 class random_normal_initializer(_Initializer):
-    """Normal with ``mean`` and ``stddev``."""
+    """Normal with ``mean`` and ``stddev``.
+
+    Args:
+        mean: a number.
+        stddev: a number >= 0.
+        seed: an int making the draws repeatable, or None.
+        dtype: the default dtype, a floating-point one.
+
+    Raises:
+        ValueError: if ``stddev`` is negative.
+        TypeError: if an argument is not a number, or ``dtype`` is not
+            floating-point.
+    """
 
     def __init__(self, mean=0.0, stddev=1.0, seed=None, dtype=torch.float32):
         super().__init__(seed, dtype)
@@ -162,7 +217,10 @@ class random_normal_initializer(_Initializer):
 
 
 class truncated_normal_initializer(random_normal_initializer):
-    """Normal with values beyond two standard deviations redrawn, as TF's."""
+    """Normal with values beyond two standard deviations redrawn, as TF's.
+
+    Arguments and errors as :class:`random_normal_initializer`.
+    """
 
     def _generate(self, shape, dtype, generator):
         out = torch.empty(shape, dtype=dtype)
@@ -185,6 +243,18 @@ class variance_scaling_initializer(_Initializer):
 
     Uniform draws use limit ``sqrt(3 * factor / n)``; normal draws are
     truncated normal with stddev ``sqrt(1.3 * factor / n)``.
+
+    Args:
+        factor: a number >= 0.
+        mode: ``'FAN_IN'``, ``'FAN_OUT'`` or ``'FAN_AVG'``.
+        uniform: uniform draws if True, truncated normal otherwise.
+        seed: an int making the draws repeatable, or None.
+        dtype: the default dtype, a floating-point one.
+
+    Raises:
+        TypeError: if ``mode`` is unknown, ``uniform`` not a bool, an
+            argument not a number, or ``dtype`` not floating-point.
+        ValueError: if ``factor`` is negative.
     """
 
     def __init__(self, factor=2.0, mode="FAN_IN", uniform=False, seed=None, dtype=torch.float32):
@@ -215,6 +285,15 @@ def xavier_initializer(uniform=True, seed=None, dtype=torch.float32):
     Fans include the receptive field: ``[kh, kw, cin, m]`` has
     ``fan_in = kh*kw*cin`` and ``fan_out = kh*kw*m``.
 
+    Args:
+        uniform: uniform draws if True, else truncated normal with stddev
+            ``sqrt(1.3 * 2 / (fan_in + fan_out))``.
+        seed: an int making the draws repeatable, or None.
+        dtype: the default dtype, a floating-point one.
+
+    Returns:
+        A :class:`variance_scaling_initializer` (factor 1, ``'FAN_AVG'``).
+
     Example:
         >>> import sepconv as sc
         >>> w = sc.xavier_initializer(seed=1)([3, 3, 8, 1])
@@ -225,5 +304,13 @@ def xavier_initializer(uniform=True, seed=None, dtype=torch.float32):
 
 
 def glorot_uniform_initializer(seed=None, dtype=torch.float32):
-    """TF1's default initializer for float variables: uniform Xavier."""
+    """TF1's default initializer for float variables: uniform Xavier.
+
+    Args:
+        seed: an int making the draws repeatable, or None.
+        dtype: the default dtype, a floating-point one.
+
+    Returns:
+        ``xavier_initializer(True, seed, dtype)``.
+    """
     return xavier_initializer(True, seed, dtype)

@@ -76,6 +76,13 @@ class _Sum:
 def l1_regularizer(scale, scope=None):
     """``scale * sum(|w|)``. A scale of 0 returns a regularizer that adds nothing.
 
+    Args:
+        scale: a float >= 0.
+        scope: the name scope TF gave the loss op (kept for compatibility).
+
+    Returns:
+        A function ``weights -> scalar tensor`` (or ``-> None`` for scale 0).
+
     Raises:
         ValueError: if ``scale`` is an integer or negative.
         TypeError: if ``scale`` is not a number.
@@ -90,6 +97,17 @@ def l1_regularizer(scale, scope=None):
 def l2_regularizer(scale, scope=None):
     """``scale * sum(w**2) / 2``, TF's ``l2_loss`` scaled.
 
+    Args:
+        scale: a float >= 0; 0 returns a regularizer that adds nothing.
+        scope: the name scope TF gave the loss op (kept for compatibility).
+
+    Returns:
+        A function ``weights -> scalar tensor`` (or ``-> None`` for scale 0).
+
+    Raises:
+        ValueError: if ``scale`` is an integer or negative.
+        TypeError: if ``scale`` is not a number.
+
     Example:
         >>> import sepconv as sc, torch
         >>> float(sc.l2_regularizer(0.5)(torch.tensor([1.0, 2.0])))
@@ -103,7 +121,20 @@ def l2_regularizer(scale, scope=None):
 
 
 def sum_regularizer(regularizer_list, scope=None):
-    """Sums the penalties of ``regularizer_list``; None when the list is empty."""
+    """Sums the penalties of ``regularizer_list``.
+
+    Args:
+        regularizer_list: regularizers (``None`` entries are skipped).
+        scope: the name scope TF gave the loss op (kept for compatibility).
+
+    Returns:
+        A regularizer giving the sum of the penalties that are not None (None
+        if none is), or None when the list holds no regularizer.
+
+    Raises:
+        TypeError: if ``regularizer_list`` is not a list or holds a
+            non-callable.
+    """
     if isinstance(regularizer_list, (str, bytes)) or not hasattr(regularizer_list, "__iter__"):
         raise TypeError(f"Invalid regularizer_list {regularizer_list!r}: expected a list of "
                         "regularizers.")
@@ -117,7 +148,19 @@ def sum_regularizer(regularizer_list, scope=None):
 
 
 def l1_l2_regularizer(scale_l1=1.0, scale_l2=1.0, scope=None):
-    """``l1(scale_l1) + l2(scale_l2)``, dropping a term whose scale is 0."""
+    """``l1(scale_l1) + l2(scale_l2)``, dropping a term whose scale is 0.
+
+    Args:
+        scale_l1, scale_l2: floats >= 0.
+        scope: the name scope TF gave the loss op (kept for compatibility).
+
+    Returns:
+        A function ``weights -> scalar tensor``.
+
+    Raises:
+        ValueError: if a scale is an integer or negative.
+        TypeError: if a scale is not a number.
+    """
     for value, argument in ((scale_l1, "scale_l1"), (scale_l2, "scale_l2")):
         if isinstance(value, numbers.Integral):
             raise ValueError(f"{argument} cannot be an integer: {value!r}")
@@ -172,7 +215,15 @@ def get_regularization_losses(scope=None):
 
 
 def get_regularization_loss(scope=None, name="total_regularization_loss"):
-    """The sum of :func:`get_regularization_losses`, or a 0.0 tensor when there are none."""
+    """The sum of :func:`get_regularization_losses`, or a 0.0 tensor when there are none.
+
+    Args:
+        scope: optional regex filtering the losses by name (``re.match``).
+        name: TF's name of the sum op (unused).
+
+    Returns:
+        A scalar tensor, from the variables' current values.
+    """
     del name
     losses = get_regularization_losses(scope)
     if not losses:

@@ -551,6 +551,24 @@ def variable(name, shape=None, dtype=None, initializer=None, regularizer=None, t
     A ``custom_getter`` is called in ``get_variable``'s place, as slim does:
     ``custom_getter(name, reuse=<scope's reuse>, shape=..., ...)`` with the short
     name and no getter argument (and ``device`` if it takes one).
+
+    Args:
+        name, shape, dtype, initializer, regularizer, trainable, device: as
+            :func:`get_variable`.
+        collections: collection names (default ``[GLOBAL_VARIABLES]``);
+            repeats are dropped.
+        custom_getter: see above.
+        caching_device, partitioner, use_resource, synchronization,
+            aggregation: TF's, passed on to ``get_variable``.
+
+    Returns:
+        The variable (what ``custom_getter`` returns, if given).
+
+    Raises:
+        ValueError: as :func:`get_variable`, e.g. the variable exists and the
+            scope does not reuse, or it is missing and the scope reuses.
+        TypeError: bad ``collections`` or ``custom_getter``, or a getter that
+            returns no tensor.
     """
     _check_variable_collections(collections)
     _check_callable(custom_getter, "custom_getter")
@@ -573,6 +591,16 @@ def model_variable(name, shape=None, dtype=torch.float32, initializer=None, regu
                    partitioner=None, custom_getter=None, use_resource=None):
     """slim's ``model_variable``: a variable also added to ``MODEL_VARIABLES``.
 
+    Args:
+        name, shape, dtype, ...: as :func:`variable`; ``collections`` are
+            added to ``[GLOBAL_VARIABLES, MODEL_VARIABLES]``.
+
+    Returns:
+        The variable.
+
+    Raises:
+        ValueError, TypeError: as :func:`variable`.
+
     Example:
         >>> import sepconv as sc
         >>> with sc.Graph().as_default():
@@ -594,6 +622,8 @@ class Template:
     variable scope; later calls re-enter it with ``reuse=True``, so creating a
     new variable after the first call raises. Safe to call from several
     threads: the first call runs under a lock, so variables are created once.
+    Every call is all-or-nothing: one that raises leaves no variable,
+    collection entry or moving-statistics update behind.
     """
 
     def __init__(self, name, func, create_scope_now=False, unique_name=None, custom_getter=None):
@@ -709,6 +739,13 @@ def make_template(name_, func_, create_scope_now_=False, unique_name_=None,
 
     Returns:
         A :class:`Template`.
+
+    Raises:
+        ValueError: ``name_`` is None; or, when the template is called, as
+            its function raises (a failed call changes nothing: see
+            :class:`Template`), and if a call after the first creates a
+            trainable variable.
+        TypeError: ``func_`` is not callable.
 
     Example:
         >>> import sepconv as sc, torch

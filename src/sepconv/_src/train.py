@@ -270,7 +270,7 @@ class Saver:
     def save(self, save_path, global_step=None, latest_filename=None, write_state=True):
         """Writes the variables to ``save_path`` (or ``save_path-<global_step>``); returns the prefix.
 
-        The bundle is written atomically (see :func:`checkpoint.write_bundle`);
+        The bundle is written atomically (to temporary files, then renamed);
         then, with ``write_state``, ``<dir>/<latest_filename or 'checkpoint'>``
         is updated and checkpoints beyond ``max_to_keep`` are deleted, as TF.
 

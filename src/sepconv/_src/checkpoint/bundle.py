@@ -30,10 +30,11 @@ class BundleReader:
     when read. Any problem raises :class:`CheckpointError` naming the file.
 
     Example:
-        >>> import os, tempfile, numpy as np
+        >>> import os, tempfile, torch, sepconv as sc
         >>> prefix = os.path.join(tempfile.mkdtemp(), "model.ckpt-10")
-        >>> _ = write_bundle(prefix, {"conv/weights": np.ones((3, 3, 8, 16), np.float32)})
-        >>> reader = BundleReader(prefix)
+        >>> weights = sc.Variable(torch.ones(3, 3, 8, 16), name="conv/weights:0")
+        >>> _ = sc.train.Saver([weights]).save(prefix)
+        >>> reader = sc.train.BundleReader(prefix)
         >>> reader.get_variable_to_shape_map()
         {'conv/weights': [3, 3, 8, 16]}
         >>> float(reader.get_tensor("conv/weights").sum())

@@ -299,6 +299,7 @@ mobilenet_v1.default_image_size = 224
 def _wrapped_partial(func, **kwargs):
     partial = functools.partial(func, **kwargs)
     functools.update_wrapper(partial, func)
+    del partial.__wrapped__  # so that inspect.signature shows the bound depth_multiplier
     return partial
 
 
