@@ -60,6 +60,19 @@ def test_depthwise_only_module_with_dynamic_batch(tmp_path):
     np.testing.assert_allclose(_run(session, inputs), _expected(model, inputs), rtol=0, atol=1e-5)
 
 
+def test_the_legacy_exporter_keeps_tf_padding_of_sizes_the_stride_does_not_divide(tmp_path):
+    # It writes floor division as truncation: the output size was once ceil(9 / 2) = 4.
+    torch.manual_seed(3)
+    model = sc.nn.SeparableConv2d(5, 3, 1, stride=2, in_channels=4).eval()
+    inputs = torch.randn(2, 9, 8, 4)
+    path = str(tmp_path / "legacy.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation, the trace's constant sizes
+        torch.onnx.export(model, (inputs,), path, dynamo=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(_run(session, inputs), _expected(model, inputs), rtol=0, atol=1e-5)
+
+
 def mobile_block(images, is_training=True):
     """A TF1-style function: arg_scope, variable scopes, functional batch norm."""
     with sc.variable_scope("Block"):

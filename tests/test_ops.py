@@ -649,14 +649,14 @@ def test_torch_compile_meets_the_padding_with_non_finite_weights_as_in_tf(bad):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_torch_compile_dynamic_shapes_with_gradients():  # (that warning is Inductor's own import)
-    # Inductor itself: its stride ordering once failed on this graph with symbolic sizes.
-    # (Stride 2 still fails there, in Inductor's lowering of the conv's backward after a
-    # pad by a symbolic amount: docs/performance.md, torch.compile.)
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_torch_compile_dynamic_shapes_with_gradients(stride):  # (that warning is Inductor's own import)
+    # Inductor itself: its stride ordering once failed on this graph with symbolic sizes, and
+    # with stride 2 it failed to print the guards of TF's padding written for any size.
     torch._dynamo.reset()
-    case = _case(stride=(1, 1))
+    case = _case(stride=stride)
     compiled = torch.compile(lambda *t: call_ops(case, *t), dynamic=True)
-    for height in (8, 11):
+    for height in (8, 11):  # both parities: TF pads an even size by (0, 1), an odd one by (1, 1)
         tensors = make_tensors(dict(case, height=height), requires_grad=True)
         _check_compiled_against_reference(compiled, case, tensors)
 

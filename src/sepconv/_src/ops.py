@@ -71,8 +71,11 @@ def same_padding(size, kernel, stride, dilation):
         (2, 2)
     """
     effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
+    # (ceil(size / stride) - 1) * stride + effective - size, written through size % stride:
+    # a plain int, so torch.compile's dynamic shapes guard on that alone (with the general
+    # formula of a symbolic size, Inductor failed to print its guards).
+    short = int((stride - size % stride) % stride)
+    total = max(short + effective - stride, 0)
     return total // 2, total - total // 2
 
 
@@ -101,7 +104,7 @@ def conv_geometry(spatial, kernel, stride, rate, padding):
         effective = (k - 1) * d + 1
         if padding == "SAME":
             pads.append(same_padding(size, k, s, d))
-            out.append(-(-size // s))
+            out.append((size + s - 1) // s)
         else:
             if size < effective:
                 raise ValueError(f"Input spatial size {list(spatial)} is smaller than the dilated "
