@@ -948,3 +948,27 @@ def test_batch_norm_module_converted_to_half_updates_statistics_in_float32(dtype
                 buffer.copy_(buffer.to(dtype))
     for updated, expected in zip(converted.buffers(), wide.buffers()):
         torch.testing.assert_close(updated, expected.to(dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make, channels", [
+    (lambda: sc.nn.SeparableConv2d(5, 3, 1, in_channels=4, normalizer=sc.nn.BatchNorm(5, scale=True)), 4),
+    (lambda: built_net(is_training=False), 3),
+])
+def test_modules_convert_and_load_by_swapping_tensors_after_inference_calls(make, channels):
+    # torch.utils.swap_tensors refuses tensors with weak references, as the weight cache holds.
+    x = torch.randn(2, 8, 8, channels)
+    module = make().eval()
+    state = {key: value.clone() for key, value in module.state_dict().items()}
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        with torch.no_grad():
+            expected = module(x).double()
+            module.double()
+            torch.testing.assert_close(module(x.double()), expected, rtol=1e-5, atol=1e-5)
+            module.float()
+            module.load_state_dict({key: value.neg() for key, value in state.items()})
+            module.load_state_dict(state)
+            torch.testing.assert_close(module(x).double(), expected, rtol=0, atol=0)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)

@@ -344,6 +344,9 @@ def test_unknown_activation_is_rejected():
     (((3, 3, 8, 1), (1, 1, 8, 4), (3,)), r"biases must have shape \[4\] \(the output "
                                          r"channels\), got \[3\]"),
     (((3, 3, 8, 2), None, (8,)), r"biases must have shape \[16\]"),
+    (((0, 3, 8, 1), (1, 1, 8, 4), (4,)), r"depthwise_weights must not have zero elements \(TF's "
+                                         r"filter rule\), got shape \[0, 3, 8, 1\]"),
+    (((3, 3, 8, 0), (1, 1, 0, 4), (4,)), r"depthwise_weights must not have zero elements"),
     (((3, 3, 8, 1), (1, 1, 8, 4), (4,), "3-D"),
      r"inputs must be 4-D (NHWC|NCHW), got shape \[(5, 5, 8|8, 5, 5)\]"),
 ])
@@ -609,6 +612,66 @@ def test_gemm_stays_whole_otherwise(threads, overrides, monkeypatch):
     case = _case(**overrides)
     with num_threads(threads), torch.no_grad():
         _check_against_reference(case)
+
+
+# ----------------------------------------------------------------------------
+# Forward-mode AD, torch.func, and changing the output in place
+# ----------------------------------------------------------------------------
+F32 = dict(atol=1e-4, rtol=1e-4)
+
+
+# The first dual tensor loads torch's jvp decompositions, which call torch.jit.script.
+JIT_SCRIPT_IMPORT = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
+@JIT_SCRIPT_IMPORT
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32: the kernel's case
+def test_forward_mode_ad_gives_the_references_jvp(dtype):
+    import torch.autograd.forward_ad as fwAD
+    case = _case()
+    primals = make_tensors(case, dtype=dtype)
+    tangents = make_tensors(dict(case, seed=8), dtype=dtype)
+    with fwAD.dual_level():
+        out = call_ops(case, *(fwAD.make_dual(p, t) for p, t in zip(primals, tangents)))
+        tangent = fwAD.unpack_dual(out).tangent
+    with fwAD.dual_level():
+        duals = (fwAD.make_dual(p.double(), t.double()) for p, t in zip(primals, tangents))
+        expected = fwAD.unpack_dual(call_reference(case, *duals)).tangent
+    assert tangent is not None and tangent.dtype == dtype
+    torch.testing.assert_close(tangent.double(), expected, **(F64 if dtype == torch.float64 else F32))
+
+
+@JIT_SCRIPT_IMPORT
+def test_torch_func_per_sample_gradients_and_vmap_match_a_loop():
+    from torch.func import grad, vmap
+    case = _case()
+    x, dw, pw, b = make_tensors(case, dtype=torch.float32)
+    loss = lambda weights, image: call_ops(case, image[None], *weights).square().sum()  # noqa: E731
+    per_sample = vmap(grad(loss), in_dims=(None, 0))((dw, pw, b), x)
+    for index in range(x.shape[0]):
+        weights = [t.double().requires_grad_() for t in (dw, pw, b)]
+        expected = torch.autograd.grad(
+            call_reference(case, x[index:index + 1].double(), *weights).square().sum(), weights)
+        for got, want in zip(per_sample, expected):
+            torch.testing.assert_close(got[index].double(), want, **F32)
+    mapped = vmap(lambda image: call_ops(case, image[None], dw, pw, b)[0])(x)
+    torch.testing.assert_close(mapped.double(), call_reference(case, x.double(), dw.double(), pw.double(),
+                                                               b.double()), **F32)
+
+
+@pytest.mark.parametrize("batch", [1, 4])  # PyTorch's backward, the kernel's (an image per thread)
+def test_the_output_of_a_layer_without_activation_may_be_changed_in_place(batch):
+    # A residual added in place (MobileNet v2's linear bottleneck): only an activation's
+    # backward needs the output, so none is saved here.
+    case = _case(activation=None, batch=batch, stride=(1, 1), num_outputs=3)
+    x, dw, pw, b = make_tensors(case, dtype=torch.float32, requires_grad=True)
+    out = call_ops(case, x, dw, pw, b)
+    out += x
+    grads = torch.autograd.grad(out.square().sum(), (x, dw, pw, b))
+    tensors = [t.detach().double().requires_grad_() for t in (x, dw, pw, b)]
+    expected = torch.autograd.grad((call_reference(case, *tensors) + tensors[0]).square().sum(), tensors)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got.double(), want, **F32)
 
 
 # ----------------------------------------------------------------------------

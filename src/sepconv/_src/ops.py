@@ -48,6 +48,7 @@ import functools
 import weakref
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -202,24 +203,44 @@ def _cached(kind, weights, convert):
             return value
     with torch.no_grad():
         value = convert(*weights)
-    refs = tuple(weakref.ref(w, lambda _, key=key: _WEIGHT_CACHE.pop(key, None)) for w in present)
+    # (The cache bound as a default: at interpreter exit the module's globals may be gone.)
+    refs = tuple(weakref.ref(w, lambda _, key=key, cache=_WEIGHT_CACHE: cache.pop(key, None))
+                 for w in present)
     _WEIGHT_CACHE[key] = (refs, state, value)
     return value
 
 
-def _tracing():
-    """Whether torch.compile or torch.jit.trace is recording a graph of this call.
+def forget_cached(tensors):
+    """Drops the weight cache's entries of ``tensors``, and with them its weak references.
 
-    Both record the tensors' operations, not their values: no cache, no
-    data-dependent branch, no compiled kernel (its ctypes call would not be
-    recorded) on the way.
+    ``torch.utils.swap_tensors`` refuses a tensor that has weak references:
+    PyTorch swaps parameters when a module is converted or loaded with
+    ``torch.__future__.set_swap_module_params_on_conversion(True)`` (and for
+    tensor subclasses). sepconv's modules call this first.
+    """
+    ids = {id(t) for t in tensors}
+    for key, (refs, _, _) in list(_WEIGHT_CACHE.items()):
+        if any(id(ref()) in ids for ref in refs):
+            _WEIGHT_CACHE.pop(key, None)
+
+
+def _tracing():
+    """Whether this call must run PyTorch's own ops and nothing else.
+
+    So it must while torch.compile or torch.jit.trace records a graph (they
+    record operations, not values), and under forward-mode AD and the
+    ``torch.func`` transforms (which follow operations through tensors of their
+    own): no cache, no data-dependent branch, no compiled kernel (a ctypes
+    call drops tangents and is never recorded), no custom autograd Function.
     """
     compiler = getattr(torch, "compiler", None)
-    return (compiler is not None and compiler.is_compiling()) or _jit_tracing()
+    return ((compiler is not None and compiler.is_compiling()) or _jit_tracing()
+            or _forward_ad._current_level >= 0 or _functorch_level() is not None)
 
 
 # torch.jit.is_tracing without its Python wrapper: this runs several times per call.
 _jit_tracing = getattr(torch._C, "_is_tracing", torch.jit.is_tracing)
+_functorch_level = torch._C._functorch.maybe_current_level
 
 
 # ----------------------------------------------------------------------------
@@ -501,10 +522,10 @@ def _pointwise_by_column_blocks(rows, weight_blocks, bias_blocks, activation):
 class _SeparableFunction(torch.autograd.Function):
     """Depthwise + pointwise + bias + activation with a chunked, recomputing backward.
 
-    Saves only the input and the output: the depthwise output is recomputed
-    per chunk in backward (it is the cheap stage), so it never occupies
-    memory between forward and backward, and every intermediate of the
-    backward stays in cache. ``native_forward`` / ``native_backward``, when
+    Saves only the input, and the output if an activation's backward needs
+    it: the depthwise output is recomputed per chunk in backward (it is the
+    cheap stage), so it never occupies memory between forward and backward,
+    and every intermediate of the backward stays in cache. ``native_forward`` / ``native_backward``, when
     given, are the compiled kernel's calls; the backward's returns None for
     a call it does not take, which then runs PyTorch's backward below. That
     one is made of differentiable ops, so higher-order gradients
@@ -518,7 +539,9 @@ class _SeparableFunction(torch.autograd.Function):
                else _forward_rows(x, kernel, weights, biases, geometry, activation))
         ctx.geometry, ctx.activation, ctx.native_backward = geometry, activation, native_backward
         ctx.has_biases = biases is not None
-        ctx.save_for_backward(x, kernel, weights, out)
+        # Only the activation's backward reads the output: without one it is not saved, so
+        # the caller may change it in place (a residual ``out += x``), as after torch's conv.
+        ctx.save_for_backward(x, kernel, weights, out if activation is not None else None)
         return out
 
     @staticmethod
@@ -547,7 +570,8 @@ class _SeparableFunction(torch.autograd.Function):
         for start in range(0, x.shape[0], per_chunk):
             stop = min(start + per_chunk, x.shape[0])
             rows = slice(start * pixels, stop * pixels)
-            grad = _activation_backward(grad_out[rows], out[rows], activation)
+            grad = _activation_backward(grad_out[rows], None if out is None else out[rows],
+                                        activation)
             if grad_biases is not None:
                 grad_biases += grad.sum(0)
             x_chunk = x[start:stop]
@@ -733,7 +757,7 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
     """
     n, c, kh, kw = x.shape[0], x.shape[1], kernel.shape[2], kernel.shape[3]
     oh, ow = geometry[3]
-    if (n < torch.get_num_threads() or out.numel() == 0
+    if (n < torch.get_num_threads() or grad_out.numel() == 0
             or c * weights.shape[1] > NATIVE_BACKWARD_MAX_WEIGHTS
             or oh * ow * c * x.element_size() > NATIVE_BACKWARD_MAX_IMAGE_BYTES):
         return None
@@ -741,9 +765,10 @@ def _native_gradients(library, geometry, x, kernel, weights, grad_out, out, acti
     packed_t = native.pack_pointwise(library, weights, transposed=True,
                                      allocate=functools.partial(_pooled, x))
     grad_x = _pooled(x, (n, x.shape[2], x.shape[3], c))
+    grad_out = grad_out.contiguous()
     grad_depthwise, grad_weights, grad_biases = native.separable_backward(
-        library, x, depthwise, packed_t, grad_out.contiguous(), out, grad_x, geometry,
-        activation, has_biases)
+        library, x, depthwise, packed_t, grad_out, grad_out if out is None else out, grad_x,
+        geometry, activation, has_biases)  # (the kernel reads ``out`` only for an activation)
     return (grad_x.permute(0, 3, 1, 2), grad_depthwise.permute(2, 0, 1).unsqueeze(1),
             grad_weights, grad_biases)
 
@@ -866,8 +891,11 @@ def _check_operands(inputs, data_format, depthwise_weights, pointwise_weights, b
                             f"{inputs.dtype}: convert one to the other's (a module with "
                             f"module.to(dtype)).")
     channels = _shape_of("inputs", inputs, data_format)[3 if data_format == "NHWC" else 1]
-    _, _, weight_channels, multiplier = _shape_of("depthwise_weights", depthwise_weights,
-                                                  "[kh, kw, in_channels, multiplier]")
+    kh, kw, weight_channels, multiplier = _shape_of("depthwise_weights", depthwise_weights,
+                                                    "[kh, kw, in_channels, multiplier]")
+    if 0 in (kh, kw, multiplier):
+        raise ValueError(f"depthwise_weights must not have zero elements (TF's filter rule), got "
+                         f"shape {list(depthwise_weights.shape)}.")
     if weight_channels != channels:
         raise ValueError(f"depthwise_weights has {weight_channels} input channels "
                          f"(shape {list(depthwise_weights.shape)}), but inputs have {channels}.")

@@ -5,8 +5,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from .. import tf_batch_norm, utils
 from ..initializers import ones_initializer, zeros_initializer
-from .layer_utils import (_callable_name, _channel_axis, _check_input_channels, _fill_,
-                          _is_uninitialized, _new_buffer, _new_param)
+from .layer_utils import (_Swappable, _callable_name, _channel_axis, _check_input_channels,
+                          _fill_, _is_uninitialized, _new_buffer, _new_param)
 from .tf_checkpoint import _load_tf_checkpoint
 
 _BATCH_NORM_PARAMS = ("beta", "gamma", "moving_mean", "moving_variance")
@@ -19,7 +19,7 @@ def _check_epsilon(epsilon):
     return value
 
 
-class BatchNorm(LazyModuleMixin, nn.Module):
+class BatchNorm(_Swappable, LazyModuleMixin, nn.Module):
     """contrib's ``batch_norm`` as a module: TF's decay, epsilon, center and scale.
 
     ``gamma`` (if ``scale``) and ``beta`` (if ``center``) are parameters;

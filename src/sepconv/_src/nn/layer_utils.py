@@ -3,7 +3,27 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
+from .. import ops
 from ..scope import call_initializer
+
+
+class _Swappable:
+    """A module whose tensors ``torch.utils.swap_tensors`` can swap after calls.
+
+    It refuses tensors with weak references, which the weight cache holds
+    (``ops.forget_cached``); a mixin before ``nn.Module``.
+    """
+
+    def _own_tensors(self):
+        return [t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
+
+    def _apply(self, fn, recurse=True):
+        ops.forget_cached(self._own_tensors())
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        ops.forget_cached(self._own_tensors())
+        return super()._load_from_state_dict(*args, **kwargs)
 
 
 def _channel_axis(data_format):

@@ -9,8 +9,8 @@ from torch.nn.parameter import is_lazy
 from .. import ops, tf_batch_norm, utils
 from ..initializers import xavier_initializer, zeros_initializer
 from .batch_norm import BatchNorm
-from .layer_utils import (_callable_name, _channel_axis, _check_input_channels, _fill_,
-                          _is_uninitialized, _new_param)
+from .layer_utils import (_Swappable, _callable_name, _channel_axis, _check_input_channels,
+                          _fill_, _is_uninitialized, _new_param)
 from .tf_checkpoint import _load_tf_checkpoint
 
 
@@ -26,7 +26,7 @@ def _has_forward_hooks(module):
                 or torch.nn.modules.module._global_forward_pre_hooks)
 
 
-class SeparableConv2d(LazyModuleMixin, nn.Module):
+class SeparableConv2d(_Swappable, LazyModuleMixin, nn.Module):
     """``tf.contrib.layers.separable_conv2d`` as a module, with TF-layout parameters.
 
     Parameters keep TF's names and layouts: ``depthwise_weights``

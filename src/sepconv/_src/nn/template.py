@@ -8,7 +8,7 @@ from torch import nn
 from .. import utils
 from ..graph import Graph, Variable
 from ..scope import get_variable_scope, variable_scope
-from .layer_utils import _callable_name
+from .layer_utils import _Swappable, _callable_name
 from .tf_checkpoint import _load_tf_checkpoint
 
 
@@ -45,7 +45,7 @@ class _NewOutputsDropped:
                              if not isinstance(item, torch.Tensor) or isinstance(item, Variable)]
 
 
-class Template(nn.Module):
+class Template(_Swappable, nn.Module):
     """Runs a TF1-style model function as an ``nn.Module``.
 
     ``fn(*inputs, **kwargs)`` may use variable scopes, ``arg_scope``,
