@@ -104,6 +104,20 @@ def test_tf_checkpoint_state_file_resolves():
     assert state.all_model_checkpoint_paths == [TF_PREFIX]
 
 
+@pytest.mark.parametrize("directory, prefix", [
+    ("ckpt_tf_v1", "model.ckpt"), ("ckpt_tf_v1/sharded", "model.ckpt-?????-of-00001")])
+def test_a_tf_v1_checkpoint_is_found_as_tf_finds_it_and_refused_clearly(directory, prefix):
+    import sepconv as sc
+    directory = FIXTURES / directory
+    expected = str(directory / prefix)
+    assert ck.latest_checkpoint(directory) == expected and ck.checkpoint_exists(expected)
+    message = rf"{expected.replace('?', '.')} is a TF V1 checkpoint .* restore it with tf.compat.v1.train.Saver"
+    for read in (lambda: ck.BundleReader(expected), lambda: sc.train.list_variables(directory),
+                 lambda: sc.nn.SeparableConv2d(4, 3, 1).load_tf_checkpoint(directory, strict=False)):
+        with pytest.raises(ck.CheckpointError, match=message):
+            read()
+
+
 def test_tf_string_and_partitioned_tensors_are_listed_as_tf_lists_them():
     directory = FIXTURES / "ckpt_tf_strings"
     reader = ck.BundleReader(directory / "model.ckpt")

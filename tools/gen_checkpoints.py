@@ -30,6 +30,9 @@ Checks (the script exits non-zero if any fails):
 6. ``sc.train.Saver`` (torch, graph variables) -> TF ``Saver.restore`` via
    ``tf.train.latest_checkpoint``, and TF ``Saver`` -> ``sc.train.Saver.restore``
    of the directory.
+7. V1 checkpoints (``Saver(write_version=V1)``, one file and sharded): sepconv's
+   ``latest_checkpoint`` finds them as TF's does, and reading one raises a
+   ``CheckpointError`` that names the format and how to convert it.
 
 Fixtures written (about 65 KB in all):
 
@@ -40,6 +43,8 @@ Fixtures written (about 65 KB in all):
 * ``tests/fixtures/ckpt_tf_strings/``: a checkpoint with a string variable and a
   partitioned one, ``expected.json`` (TF reader's shape and dtype maps) and
   ``debug_string.bin``.
+* ``tests/fixtures/ckpt_tf_v1/``: V1 checkpoints of one variable, ``model.ckpt``
+  and ``sharded/model.ckpt-00000-of-00001``, each with TF's ``checkpoint`` file.
 """
 import argparse
 import json
@@ -93,6 +98,13 @@ elif cmd == "state":  # state <dir> <model_checkpoint_path> <json list of all pa
     ck.update_checkpoint_state(sys.argv[3], sys.argv[4], json.loads(sys.argv[5]))
 elif cmd == "latest":  # latest <dir>: prints the latest checkpoint as JSON
     print(json.dumps(ck.latest_checkpoint(sys.argv[3])))
+elif cmd == "v1":  # v1 <prefix>: prints whether it exists and the error reading it gives, as JSON
+    try:
+        ck.BundleReader(sys.argv[3])
+        error = None
+    except ck.CheckpointError as e:
+        error = "%s: %s" % (type(e).__name__, e)
+    print(json.dumps({"exists": ck.checkpoint_exists(sys.argv[3]), "error": error}))
 elif cmd == "read":  # read <prefix> <npz out> <json out>
     r = ck.BundleReader(sys.argv[3])
     shapes = r.get_variable_to_shape_map()
@@ -468,11 +480,40 @@ def run(tmp, write_fixtures):
     check(all(same(got[k], tf_values[k]) for k in tf_values),
           "sc.train.Saver.restore(<TF's directory>) restores TF's values exactly")
 
+    # -- 7. V1 checkpoints: found as TF finds them, refused with a clear error ------------------
+    print("7. TF V1 checkpoints (Saver(write_version=V1)), single file and sharded")
+    v1_dir = os.path.join(tmp, "ckpt_tf_v1")
+    for sharded in (False, True):
+        save_dir = os.path.join(v1_dir, "sharded") if sharded else v1_dir
+        os.makedirs(save_dir)
+        graph = tf.Graph()
+        with graph.as_default():
+            v = tf.compat.v1.Variable(np.arange(4, dtype=np.float32), name="v", use_resource=False)
+            saver = tf.compat.v1.train.Saver([v], write_version=tf.compat.v1.train.SaverDef.V1,
+                                             sharded=sharded)
+            with tf.compat.v1.Session(graph=graph) as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                os.chdir(save_dir)
+                try:
+                    saver.save(sess, "./model.ckpt", write_meta_graph=False)
+                finally:
+                    os.chdir(cwd)
+        latest = tf.train.latest_checkpoint(save_dir)
+        check(latest is not None and json.loads(sepconv("latest", save_dir)) == latest,
+              "sharded=%s: latest_checkpoint agrees with TF's: %s (files %s)"
+              % (sharded, latest, sorted(os.listdir(save_dir))))
+        check(same(tf.train.load_checkpoint(latest).get_tensor("v"), np.arange(4, dtype=np.float32)),
+              "sharded=%s: TF reads its V1 checkpoint" % sharded)
+        result = json.loads(sepconv("v1", latest))
+        check(result["exists"] and result["error"] is not None
+              and result["error"].startswith("CheckpointError: %s is a TF V1 checkpoint" % latest),
+              "sharded=%s: sepconv finds it and refuses it clearly: %s" % (sharded, result))
+
     if write_fixtures:
         if FAILURES:
             print("not writing fixtures: checks failed")
             return
-        for name, src in (("ckpt_tf", out_dir), ("ckpt_tf_strings", st_dir)):
+        for name, src in (("ckpt_tf", out_dir), ("ckpt_tf_strings", st_dir), ("ckpt_tf_v1", v1_dir)):
             dst = os.path.join(FIXTURES, name)
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
@@ -483,7 +524,7 @@ def run(tmp, write_fixtures):
                                                             json.dumps(list(tf_shapes[k])))
                     for k in sorted(tf_shapes)]
             f.write('{"prefix": "model.ckpt", "variables": {\n%s\n}}\n' % ",\n".join(rows))
-        total = sum(os.path.getsize(os.path.join(d, f)) for n in ("ckpt_tf", "ckpt_tf_strings")
+        total = sum(os.path.getsize(os.path.join(d, f)) for n in ("ckpt_tf", "ckpt_tf_strings", "ckpt_tf_v1")
                     for d, _, fs in os.walk(os.path.join(FIXTURES, n)) for f in fs)
         print("fixtures written to %s (%d bytes)" % (FIXTURES, total))
 

@@ -11,7 +11,7 @@ from .errors import CheckpointError, CheckpointNotFoundError, TensorNotFoundErro
 from .files import _fsync_dir, _temp_file, data_filename, index_filename
 from .proto import (TENSOR_BUNDLE_VERSION, _DecodeError, _encode_entry, _encode_header, _Entry, _last,
                     _parse_proto)
-from .table import TABLE_BLOCK_SIZE, _build_table, _read_table
+from .table import TABLE_BLOCK_SIZE, _build_table, _read_table, v1_checkpoint_files
 
 HEADER_KEY = b""
 _IO_CHUNK = 1 << 22
@@ -20,6 +20,12 @@ _IO_CHUNK = 1 << 22
 # --------------------------------------------------------------------------
 # Bundle reader
 # --------------------------------------------------------------------------
+
+
+V1_MESSAGE = ("%s is a TF V1 checkpoint (one table file per shard, no .index), as written by "
+              "Saver(write_version=V1) and by slim's releases of 2016-2017; sepconv reads the V2 "
+              "format. Convert it once with TensorFlow: restore it with tf.compat.v1.train.Saver "
+              "and save it again (V2 is the default).")
 
 
 class BundleReader:
@@ -48,6 +54,8 @@ class BundleReader:
             with open(self._index_path, "rb") as f:
                 table = f.read()
         except FileNotFoundError:
+            if v1_checkpoint_files(self._prefix):
+                raise CheckpointError(V1_MESSAGE % self._prefix) from None
             raise CheckpointNotFoundError(
                 "Checkpoint not found: index file %r does not exist" % self._index_path) from None
         except OSError as e:

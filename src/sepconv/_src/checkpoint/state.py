@@ -5,6 +5,7 @@ import re
 
 from .errors import CheckpointError, CheckpointNotFoundError
 from .files import _temp_file, index_filename
+from .table import v1_checkpoint_files
 
 _log = logging.getLogger(__name__)
 _STATE_LINE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
@@ -177,12 +178,16 @@ def update_checkpoint_state(save_dir, model_checkpoint_path, all_model_checkpoin
 
 
 def checkpoint_exists(prefix):
-    """Whether a V2 checkpoint index exists at ``prefix``."""
-    return os.path.isfile(index_filename(prefix))
+    """Whether a checkpoint exists at ``prefix``: a V2 index, or (as TF counts them) V1 files.
+
+    sepconv reads only V2; reading a V1 checkpoint raises a ``CheckpointError``
+    that says how to convert it.
+    """
+    return os.path.isfile(index_filename(prefix)) or bool(v1_checkpoint_files(prefix))
 
 
 def latest_checkpoint(checkpoint_dir, latest_filename=None):
-    """The prefix named by ``<checkpoint_dir>/checkpoint`` if its index exists, else ``None``."""
+    """The prefix named by ``<checkpoint_dir>/checkpoint`` if that checkpoint exists, else ``None``."""
     state = get_checkpoint_state(checkpoint_dir, latest_filename)
     if state and state.model_checkpoint_path and checkpoint_exists(state.model_checkpoint_path):
         return state.model_checkpoint_path

@@ -1,4 +1,6 @@
 """LevelDB's SSTable layout, as TF's ``tensorflow/core/lib/io/table*``: writer and reader."""
+import glob
+import os
 import struct
 
 import google_crc32c
@@ -8,6 +10,29 @@ from .proto import _DecodeError, _get_varint, _put_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # 2 * BlockHandle::kMaxEncodedLength (20) + 8-byte magic
+
+
+def v1_checkpoint_files(prefix):
+    """The files of a TF V1 checkpoint at ``prefix`` (one per shard: tables, no index), or [].
+
+    As for TF, a V1 prefix is a file name or a pattern (TF's ``checkpoint``
+    file names a sharded one ``model.ckpt-?????-of-00002``); V1 files, like a
+    V2 index, end in the table magic number.
+    """
+    candidates = [prefix] if os.path.isfile(prefix) else sorted(glob.glob(prefix))
+    return [path for path in candidates if _ends_in_table_magic(path)]
+
+
+def _ends_in_table_magic(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < FOOTER_SIZE:
+                return False
+            f.seek(-8, os.SEEK_END)
+            return struct.unpack("<Q", f.read(8))[0] == TABLE_MAGIC
+    except OSError:
+        return False
 BLOCK_TRAILER_SIZE = 5  # 1-byte compression type + 4-byte masked crc32c
 NO_COMPRESSION = 0
 TABLE_BLOCK_SIZE = 262144  # tensorflow/core/lib/io/table_options.h
