@@ -104,7 +104,7 @@ def _check_normalizer_params(normalizer_fn, params):
     """Unknown keys fail before any variable exists, naming the keys the normalizer takes."""
     if normalizer_fn is None or not params:
         return
-    if ops._tracing():  # torch.compile traces the plain function (it warns on lru_cache)
+    if ops._only_torch_ops():  # torch.compile traces the plain function (it warns on lru_cache)
         allowed = _normalizer_keywords.__wrapped__(normalizer_fn)
     else:
         try:

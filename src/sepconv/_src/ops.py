@@ -178,7 +178,7 @@ def _cached(kind, weights, convert):
     serve only calls under it. Entries of dead weights are dropped by a
     weakref callback.
     """
-    if _tracing():
+    if _only_torch_ops():
         return convert(*weights)
     grad_enabled = torch.is_grad_enabled()
     # One pass, no generators: this runs on every inference call.
@@ -224,7 +224,7 @@ def forget_cached(tensors):
             _WEIGHT_CACHE.pop(key, None)
 
 
-def _tracing():
+def _only_torch_ops():
     """Whether this call must run PyTorch's own ops and nothing else.
 
     So it must while torch.compile or torch.jit.trace records a graph (they
@@ -278,7 +278,7 @@ def _zero_tap_is_exact(x):
     """
     if x.device.type == "meta":  # shapes only: there are no values to be wrong
         return True
-    return not _tracing() and bool(torch.isfinite(x.detach().sum()))
+    return not _only_torch_ops() and bool(torch.isfinite(x.detach().sum()))
 
 
 def _padding_is_exact(pads, depthwise_weights):
@@ -291,7 +291,7 @@ def _padding_is_exact(pads, depthwise_weights):
     """
     if not any(p for pair in pads for p in pair) or depthwise_weights.device.type == "meta":
         return True
-    return not _tracing() and _cached(("finite",), (depthwise_weights,),
+    return not _only_torch_ops() and _cached(("finite",), (depthwise_weights,),
                                       lambda w: bool(torch.isfinite(w).all()))
 
 
@@ -525,11 +525,12 @@ class _SeparableFunction(torch.autograd.Function):
     Saves only the input, and the output if an activation's backward needs
     it: the depthwise output is recomputed per chunk in backward (it is the
     cheap stage), so it never occupies memory between forward and backward,
-    and every intermediate of the backward stays in cache. ``native_forward`` / ``native_backward``, when
-    given, are the compiled kernel's calls; the backward's returns None for
-    a call it does not take, which then runs PyTorch's backward below. That
-    one is made of differentiable ops, so higher-order gradients
-    (``create_graph=True``) flow through it.
+    and every intermediate of the backward stays in cache.
+    ``native_forward`` / ``native_backward``, when given, are the compiled
+    kernel's calls; the backward's returns None for a call it does not take,
+    which then runs PyTorch's backward below. That one is made of
+    differentiable ops, so higher-order gradients (``create_graph=True``)
+    flow through it.
     """
 
     @staticmethod
@@ -610,7 +611,7 @@ _plan_cached = functools.lru_cache(maxsize=256)(_plan_uncached)
 
 
 def _plan(*args):
-    return _plan_uncached(*args) if _tracing() else _plan_cached(*args)
+    return _plan_uncached(*args) if _only_torch_ops() else _plan_cached(*args)
 
 
 def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_zeros,
@@ -625,7 +626,7 @@ def _layer_rows(x, depthwise_weights, pointwise_weights, biases, geometry, lead_
             rows = rows.add_(biases)
         return _apply_activation_(rows, activation)
     weights = pointwise_matrix(pointwise_weights)
-    if _tracing():
+    if _only_torch_ops():
         # One traceable graph for torch.compile (which does its own fusion) or jit.trace.
         return _pointwise_(_rows(geometry.depthwise(x, kernel)), weights, biases, activation)
     if needs_grad:
@@ -655,8 +656,8 @@ def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, p
     # Training, a traced graph and dilated odd padding pad chunk by chunk
     # instead: exact for any input, and the backward is the plain kernel's
     # (123 -> 95 ms for that layer's training step); so do non-finite weights.
-    zero_tap = asymmetric and finite_weights and not (needs_pad or needs_grad or _tracing()
-                                                      or x.device.type == "meta")
+    zero_tap = asymmetric and finite_weights and not (
+        needs_pad or needs_grad or _only_torch_ops() or x.device.type == "meta")
     explicit = (asymmetric or not finite_weights) and not zero_tap
     if explicit:
         conv_padding, lead_zeros = (0, 0), (0, 0)
@@ -690,7 +691,7 @@ def _native_library(x, depthwise_weights, pointwise_weights, biases):
     a gradient runs its forward here, and its backward here where
     ``_native_gradients`` takes it.
     """
-    if pointwise_weights is None or _tracing():
+    if pointwise_weights is None or _only_torch_ops():
         return None
     kh, kw, _, multiplier = depthwise_weights.shape
     if multiplier != 1 or kh * kw > native.MAX_TAPS:
@@ -959,7 +960,7 @@ def _signature(inputs, depthwise_weights, pointwise_weights, biases, stride, rat
             or len(stride) != 2 or len(rate) != 2
             or not type(stride[0]) is type(stride[1]) is type(rate[0]) is type(rate[1]) is int):
         return None  # (lists would not hash, and 1.0 == True == 1: the general path checks them)
-    if _tracing():
+    if _only_torch_ops():
         return None
     return (inputs.shape, depthwise_weights.shape, pointwise_weights.shape,
             None if biases is None else biases.shape, stride, rate, padding, data_format,
