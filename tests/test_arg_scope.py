@@ -42,7 +42,12 @@ def test_alias_shares_the_arg_scope_key():
 
 def test_has_arg_scope_and_arguments():
     assert sc.has_arg_scope(scaled) and not sc.has_arg_scope(plain)
-    assert sc.arg_scoped_arguments(scaled) == ["x", "scale", "shift"]
+    # TF's list: positional parameters from the first with a default (all if none has one).
+    assert sc.arg_scoped_arguments(scaled) == ("scale", "shift")
+    assert sc.arg_scoped_arguments(sc.add_arg_scope(lambda x, y: x)) == ("x", "y")
+    assert sc.arg_scoped_arguments(sc.add_arg_scope(lambda x, *args, w=2, **kw: x)) == ("x",)
+    with pytest.raises(ValueError, match="'plain' is not decorated with @add_arg_scope"):
+        sc.arg_scoped_arguments(plain)
     # TF's key: str() of the decorated function, which names it and gives its address.
     key = sc.arg_scope_func_key(scaled)
     assert isinstance(key, str) and key.startswith("<function scaled at 0x")
@@ -125,6 +130,13 @@ def test_a_function_decorated_twice_stays_decorated_when_one_wrapper_dies():
     gc.collect()
     with sc.arg_scope([kept], scale=5):
         assert kept(1) == 5
+
+
+def test_decorating_a_decorated_function_keeps_its_key():
+    again = sc.add_arg_scope(scaled)
+    assert sc.arg_scope_func_key(again) == sc.arg_scope_func_key(scaled)
+    with sc.arg_scope([again], scale=4):
+        assert again(1) == scaled(1) == 4
 
 
 def test_undecorated_function_raises():

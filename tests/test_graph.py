@@ -34,6 +34,31 @@ def test_reset_default_graph_inside_a_graph_block_raises():
             sc.reset_default_graph()
 
 
+def test_reset_default_graph_inside_a_variable_scope_of_the_global_graph_raises():
+    # TF's variable_scope enters its graph: resetting would leave the block in another graph.
+    with sc.variable_scope("a"):
+        with pytest.raises(AssertionError, match="nested graphs"):
+            sc.reset_default_graph()
+
+
+def test_layer_outputs_are_filtered_by_their_layer_scope():
+    # TF filters them by their tensor names ('net/c1/Relu:0'); here they carry aliases.
+    with sc.Graph().as_default():
+        with sc.variable_scope("net"):
+            sc.separable_conv2d(torch.ones(1, 4, 4, 2), 2, 1, 1, scope="c1", outputs_collections="outs")
+        sc.separable_conv2d(torch.ones(1, 4, 4, 2), 2, 1, 1, scope="c2", outputs_collections="outs")
+        assert [t.aliases for t in sc.get_collection("outs", "net")] == [["net/c1"]]
+        assert [len(sc.get_collection("outs", scope)) for scope in ("c2", "")] == [1, 2]
+
+
+def test_collection_keys_and_filters_as_in_tf():
+    with sc.Graph().as_default():
+        sc.add_to_collection(("t", 1), 1)
+        sc.add_to_collection("s", 2)
+        assert sc.get_default_graph().get_all_collection_keys() == ["s"]  # string keys only
+        assert sc.get_collection("missing", "(") == []  # no regex compiled for no items
+
+
 def test_get_collection_filters_by_scope_regex():
     with sc.Graph().as_default():
         with sc.variable_scope("block1"):

@@ -8,6 +8,7 @@ under another name) does.
 """
 import contextlib
 import functools
+import inspect
 import threading
 import weakref
 
@@ -26,6 +27,7 @@ _STACK = _ArgStack()
 # function allocated at the same address (the same ``str()``) is not taken for
 # a decorated one.
 _DECORATED = {}
+_KWARG_NAMES = {}  # key -> arg_scoped_arguments
 
 
 def arg_scope_func_key(op):
@@ -55,14 +57,30 @@ def has_arg_scope(func):
 
 
 def arg_scoped_arguments(func):
-    """The argument names of ``func`` that an arg scope may set."""
-    import inspect
-    return list(inspect.signature(func).parameters)
+    """The argument names of ``func`` that an arg scope may set, as TF lists them.
+
+    TF's list: the positional parameters from the first one with a default
+    (all of them when none has a default), recorded when ``func`` was decorated.
+
+    Raises:
+        ValueError: if ``func`` is not decorated with :func:`add_arg_scope`.
+    """
+    if not has_arg_scope(func):
+        raise ValueError(f"{getattr(func, '__name__', func)!r} is not decorated with @add_arg_scope")
+    return _KWARG_NAMES[arg_scope_func_key(func)]
+
+
+def _kwarg_names(func):
+    code = func.__code__
+    defaults = len(func.__defaults__ or ())
+    return code.co_varnames[-defaults:code.co_argcount]  # (TF's slice, [0:n] with no defaults)
 
 
 def add_arg_scope(func):
     """Decorates ``func`` so that :func:`arg_scope` can supply its keyword arguments."""
-    key = str(func)  # as TF: the address makes each function its own key
+    # As TF: the address makes each function its own key, and decorating a decorated
+    # function again keeps its key.
+    key = arg_scope_func_key(func)
 
     @functools.wraps(func)
     def func_with_args(*args, **kwargs):
@@ -73,6 +91,7 @@ def add_arg_scope(func):
 
     func_with_args._key_op = key
     _DECORATED.setdefault(key, weakref.WeakSet()).add(func_with_args)
+    _KWARG_NAMES[key] = _kwarg_names(inspect.unwrap(func))
     return func_with_args
 
 

@@ -134,19 +134,25 @@ class Graph:
             return self._collections.setdefault(key, [])
 
     def get_collection(self, key, scope=None):
-        """Returns a copy of collection ``key``, filtered by ``scope`` with ``re.match`` on names."""
+        """Returns a copy of collection ``key``, filtered by ``scope`` with ``re.match`` on names.
+
+        An item's name is its ``name``; a layer output, which has none, is
+        named by its first alias (the scope of the layer that made it, where
+        TF's tensor name starts). Items with neither are left out, as in TF.
+        """
         with self._lock:
             items = list(self._collections.get(key, ()))
-        if scope is None:
+        if scope is None or not items:
             return items
         pattern = re.compile(scope)
         return [item for item in items
-                if getattr(item, "name", None) is not None and pattern.match(item.name)]
+                if (name := _item_name(item)) is not None and pattern.match(name)]
 
     def get_all_collection_keys(self):
-        """Returns the keys of the non-empty collections."""
+        """Returns the string keys of the non-empty collections (TF lists only string keys)."""
         with self._lock:
-            return [key for key, items in self._collections.items() if items]
+            return [key for key, items in self._collections.items()
+                    if items and isinstance(key, str)]
 
     def add_to_collection(self, key, value):
         """Appends ``value`` to collection ``key``."""
@@ -253,6 +259,14 @@ class Graph:
                 del self._uncommitted[name]
 
 
+def _item_name(item):
+    name = getattr(item, "name", None)
+    if name is not None:
+        return name
+    aliases = getattr(item, "aliases", None)
+    return aliases[0] if isinstance(aliases, list) and aliases else None
+
+
 def _remove_identity(items, value):
     for index in range(len(items) - 1, -1, -1):
         if items[index] is value:
@@ -287,9 +301,11 @@ def reset_default_graph():
     """Replaces the global default graph with a fresh one.
 
     Raises:
-        AssertionError: if called inside a ``Graph.as_default()`` block, as TF does.
+        AssertionError: if called inside a ``Graph.as_default()`` or a
+            ``variable_scope`` block (which enters its graph in TF), as TF does.
     """
-    if _default_graph_stack():
+    state = _GLOBAL_DEFAULT[0]._thread
+    if _default_graph_stack() or (state.var_scope is not None and state.var_scope.name):
         raise AssertionError("Do not use reset_default_graph() to clear nested graphs. "
                              "If you need a cleared graph, exit the nesting and create a new graph.")
     _GLOBAL_DEFAULT[0] = Graph()
