@@ -10,6 +10,7 @@ import contextlib
 import functools
 import inspect
 import numbers
+import re
 import threading
 
 import torch
@@ -206,6 +207,7 @@ def variable_scope(name_or_scope, default_name=None, values=None, initializer=No
     else:
         name = name_or_scope if name_or_scope is not None else _unique_scope_name(state, default_name)
         full = f"{old.name}/{name}" if old.name else name
+        _check_tf_name(full, "variable scope name")
         scope = old._child(full, reuse or old.reuse, initializer, regularizer, custom_getter, dtype)
         _open(state, full)
         saved_counts = None
@@ -218,6 +220,16 @@ def variable_scope(name_or_scope, default_name=None, values=None, initializer=No
         else:
             _close_subscopes(state.scope_counts, scope.name)
         state.var_scope = old
+
+
+# The names TF gives ops and scopes (a variable's name is its op's): TF refuses others.
+_TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+
+
+def _check_tf_name(name, what):
+    if not _TF_NAME.fullmatch(name):
+        raise ValueError(f"Invalid {what} {name!r}: TF names must match the pattern "
+                         f"{_TF_NAME.pattern} (checkpoints and TF could not hold it otherwise).")
 
 
 def _check_scope_defaults(default_name, initializer, regularizer, custom_getter):
@@ -395,6 +407,7 @@ def _code_keywords(code):
 def _true_getter(name, shape=None, dtype=None, initializer=None, regularizer=None,
                  reuse=None, trainable=None, collections=None, device=None, **unused):
     del unused  # TF-only keyword arguments that custom getters pass through
+    _check_tf_name(name, "variable name")
     graph = graph_lib.get_default_graph()
     shape = _as_shape(shape, name)
     dtype = _as_dtype(dtype)
