@@ -57,7 +57,7 @@ class JaxPeer:
     """``lax.conv_general_dilated(feature_group_count=C)`` + dot + bias + ReLU under ``jit``."""
 
     def __init__(self, threads):
-        # XLA's CPU client sizes its pool to the visible cores; one host device.
+        # One host device; its thread pool is sized to the cores _pin_to_cores leaves.
         os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
         import jax
 
@@ -96,12 +96,25 @@ class JaxPeer:
 PEERS = {"tensorflow": TensorFlowPeer, "jax": JaxPeer}
 
 
+def _pin_to_cores(threads):
+    """Runs this worker on ``threads`` cores, before any engine makes its thread pool.
+
+    XLA's CPU client sizes its pool to the cores it may use, whatever
+    ``OMP_NUM_THREADS`` says: without this, JAX ran on two cores at
+    ``--threads 1``. TensorFlow keeps its own settings (intra-op ``threads``).
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if threads < len(cores):
+        os.sched_setaffinity(0, cores[:threads])
+
+
 class Worker:
     def __init__(self):
         self.peers, self.steps = {}, {}
 
     def init(self, request):
         versions, skipped = {}, {}
+        _pin_to_cores(request["threads"])
         for name in request["engines"]:
             try:
                 self.peers[name] = PEERS[name](request["threads"])

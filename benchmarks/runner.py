@@ -217,7 +217,8 @@ def measure(args, threads, scratch, log):
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
     log("measuring the roofline: GEMM peak and copy bandwidth ...")
-    peak, bandwidth = roofline.gemm_peak_flops(), roofline.copy_bandwidth()
+    peak = roofline.gemm_peak_flops(suite.peak_gemm_shapes(layers, modes))
+    bandwidth = roofline.copy_bandwidth()
     log(f"GEMM peak {peak / 1e9:.0f} GFLOP/s, copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     progress = Progress(len(layers) * len(modes))
     results = []

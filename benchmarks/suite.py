@@ -65,6 +65,15 @@ def select(items, names, what):
     return [item for item in items if item.name in names]
 
 
+def peak_gemm_shapes(layers, modes):
+    """``(m, k, n)`` of the GEMMs the GEMM peak is the best of: 1024^3 and each run pointwise GEMM."""
+    shapes = {(1024, 1024, 1024)}
+    for layer in layers:
+        for mode in modes:
+            shapes.add((mode.batch * layer.out_size() ** 2, layer.channels, layer.outputs))
+    return sorted(shapes)
+
+
 def flops(layer, batch):
     """Multiply-adds counted as 2 FLOPs: depthwise, pointwise and the bias/ReLU epilogue."""
     pixels = batch * layer.out_size() ** 2
