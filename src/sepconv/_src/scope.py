@@ -47,7 +47,12 @@ class VariableScope:
 
     @property
     def original_name_scope(self):
-        """The name scope opened with this scope, ``name + '/'`` (empty at the root)."""
+        """``name + '/'`` (empty at the root).
+
+        TF's is the name scope opened when the scope was entered, made unique
+        in the graph (``'net_1/'`` for a second ``variable_scope('net')``);
+        sepconv opens no name scopes, so two entries of one scope share it.
+        """
         return self.name + "/" if self.name else ""
 
     def reuse_variables(self):
