@@ -152,7 +152,7 @@ def test_bad_list_raises():
 
 
 def test_reused_scope_with_kwargs_raises():
-    with pytest.raises(ValueError, match="kwargs must be empty"):
+    with pytest.raises(ValueError, match=r"kwargs must be empty, got \['scale'\]"):
         with sc.arg_scope({}, scale=2):
             pass
 

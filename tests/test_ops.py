@@ -59,6 +59,13 @@ def test_conv_geometry_rejects_rate_with_stride():
         ops.conv_geometry((8, 8), (3, 3), (2, 1), (1, 2), "SAME")
 
 
+def test_conv_geometry_takes_padding_in_any_case_and_refuses_other_strings():
+    # It once read every string but 'SAME' as VALID: ops.conv2d(padding='same') shrank the image.
+    assert ops.conv_geometry((4, 4), (3, 3), (1, 1), (1, 1), "same") == (((1, 1), (1, 1)), (4, 4))
+    with pytest.raises(ValueError, match=r"Invalid padding string 'full'"):
+        ops.conv_geometry((4, 4), (3, 3), (1, 1), (1, 1), "full")
+
+
 # ----------------------------------------------------------------------------
 # Forward against the reference, over generated arguments
 # ----------------------------------------------------------------------------

@@ -300,6 +300,8 @@ VARIABLE_SCOPE_CASES = [
     ("reuse-str", dict(name_or_scope="s", reuse="x"), ValueError, m("reuse parameter must be", "got 'x'")),
     ("reuse-with-default-name", dict(name_or_scope=None, default_name="d", reuse=True), ValueError,
      m("reuse=True cannot be used without a name_or_scope")),
+    ("auto-reuse-with-default-name", dict(name_or_scope=None, default_name="d", reuse=sc.AUTO_REUSE),
+     ValueError, m("reuse=AUTO_REUSE cannot be used without a name_or_scope")),
     ("name-non-ascii", dict(name_or_scope="ñame"), ValueError,
      m("Invalid variable scope name 'ñame': TF names must match the pattern")),
     ("default-name-space", dict(name_or_scope=None, default_name="my scope"), ValueError,

@@ -124,7 +124,7 @@ def arg_scope(list_ops_or_scope, **kwargs):
     if isinstance(list_ops_or_scope, dict):
         if kwargs:
             raise ValueError("When attempting to re-use a scope by suppling a dictionary, "
-                             "kwargs must be empty.")
+                             f"kwargs must be empty, got {sorted(kwargs)}.")
         scope = dict(list_ops_or_scope)
     else:
         if not isinstance(list_ops_or_scope, (list, tuple)):

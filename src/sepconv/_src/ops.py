@@ -86,16 +86,18 @@ def conv_geometry(spatial, kernel, stride, rate, padding):
     Args:
         spatial: input (height, width).
         kernel, stride, rate: (height, width) pairs.
-        padding: ``'SAME'`` or ``'VALID'``.
+        padding: ``'SAME'`` or ``'VALID'``, any case.
 
     Returns:
         ``(pads, out)``: ``pads = ((top, bottom), (left, right))`` and
         ``out = (out_h, out_w)``.
 
     Raises:
-        ValueError: if a rate and a stride are both above 1 (TF 1.4's rule),
+        ValueError: if ``padding`` is neither, if a rate and a stride are
+            both above 1 (TF 1.4's rule),
             or a VALID input is smaller than the dilated kernel.
     """
+    padding = utils.padding_mode(padding)  # any case, as TF; anything else raises
     if max(rate) > 1 and max(stride) > 1:
         raise ValueError(f"rate {list(rate)} and stride {list(stride)} are both above 1: "
                          "if any rate value is larger than one, then both stride values "
@@ -133,11 +135,6 @@ def depthwise_kernel(depthwise_weights):
     """
     kh, kw, cin, mult = depthwise_weights.shape
     return depthwise_weights.permute(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-
-
-def pointwise_kernel(pointwise_weights):
-    """TF ``[1, 1, cin*m, out]`` to torch ``[out, cin*m, 1, 1]``."""
-    return pointwise_weights.permute(3, 2, 0, 1)
 
 
 def pointwise_matrix(pointwise_weights):
@@ -656,8 +653,9 @@ def _torch_rows(x, depthwise_weights, pointwise_weights, biases, stride, rate, p
     # Training, a traced graph and dilated odd padding pad chunk by chunk
     # instead: exact for any input, and the backward is the plain kernel's
     # (123 -> 95 ms for that layer's training step); so do non-finite weights.
+    # Off the CPU (meta, an accelerator) no zero tap: its finiteness check would sync every call.
     zero_tap = asymmetric and finite_weights and not (
-        needs_pad or needs_grad or _only_torch_ops() or x.device.type == "meta")
+        needs_pad or needs_grad or _only_torch_ops() or x.device.type != "cpu")
     explicit = (asymmetric or not finite_weights) and not zero_tap
     if explicit:
         conv_padding, lead_zeros = (0, 0), (0, 0)
@@ -1098,7 +1096,7 @@ def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, bet
 
 
 __all__ = ["EPILOGUE_ACTIVATIONS", "batch_norm", "batch_norm_dtype", "conv_geometry", "depthwise_conv2d_nchw",
-           "depthwise_kernel", "fold_batch_norm", "fusable_activation", "image_size", "output_shape", "pointwise_kernel",
+           "depthwise_kernel", "fold_batch_norm", "fusable_activation", "image_size", "output_shape",
            "pointwise_matrix", "same_padding", "separable_conv2d"]
 
 
@@ -1144,7 +1142,7 @@ def conv2d(inputs, weights, biases=None, *, stride=(1, 1), rate=(1, 1), padding=
         data_format: ``'NHWC'`` or ``'NCHW'``.
 
     Returns:
-        The output in ``data_format``; NHWC-ordered memory either way.
+        The output in ``data_format``.
 
     Raises:
         ValueError: from :func:`conv_geometry`.

@@ -199,7 +199,7 @@ def variable_scope(name_or_scope, default_name=None, values=None, initializer=No
     if isinstance(name_or_scope, str) and not name_or_scope:
         raise ValueError("variable_scope: name_or_scope must be a non-empty string.")
     if name_or_scope is None and (reuse is True or reuse is AUTO_REUSE):
-        raise ValueError("reuse=True cannot be used without a name_or_scope")
+        raise ValueError(f"reuse={reuse!r} cannot be used without a name_or_scope")
     state = _state()
     old = state.var_scope
     if isinstance(name_or_scope, VariableScope):
@@ -295,7 +295,8 @@ def get_variable(name, shape=None, dtype=None, initializer=None, regularizer=Non
             ``initializer`` is an array.
         dtype: defaults to a value initializer's dtype, else the scope's,
             else float32; one that differs from a value initializer's raises.
-        initializer: a callable ``init(shape, dtype=..., device=...)``, a
+        initializer: a callable ``init(shape, dtype=...)`` (and
+            ``partition_info=None`` if it names it), an initializer class, a
             tensor/array value, or None for the scope's initializer, else
             Glorot uniform (zeros for integer and bool dtypes), as TF.
         regularizer: ``fn(variable) -> loss or None``, added lazily to

@@ -140,7 +140,7 @@ conv2d = convolution2d
 # ----------------------------------------------------------------------------
 # Name scopes (pooling, flatten)
 # ----------------------------------------------------------------------------
-_NAMES_IN_USE = weakref.WeakKeyDictionary()  # graph -> {full name scope: times opened}
+_NAMES_IN_USE = weakref.WeakKeyDictionary()  # graph -> the full name scopes taken
 
 
 def _name_scope(scope, default_name):
@@ -151,15 +151,15 @@ def _name_scope(scope, default_name):
     """
     graph = graph_lib.get_default_graph()
     with graph._lock:
-        used = _NAMES_IN_USE.setdefault(graph, {})
+        used = _NAMES_IN_USE.setdefault(graph, set())
         parent = get_variable_scope().name
         base = f"{parent}/{scope or default_name}" if parent else (scope or default_name)
         name, index = base, 0
         while name in used:
             index += 1
             name = f"{base}_{index}"
-        used[name] = 1
-        graph._record_undo(lambda: used.pop(name, None))
+        used.add(name)
+        graph._record_undo(lambda: used.discard(name))
     return name
 
 
@@ -418,7 +418,5 @@ def flatten(inputs, outputs_collections=None, scope=None):
     with graph._atomic():
         name = _name_scope(scope, "Flatten")
         # An explicit size: ``-1`` cannot be inferred for an empty batch.
-        outputs = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
-        if outputs is x:
-            outputs = x.view(x.shape)  # a new tensor object: aliases are per output
+        outputs = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # a new tensor object
         return collect_named_outputs(outputs_collections, name, outputs)

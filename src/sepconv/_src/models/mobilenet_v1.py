@@ -189,7 +189,6 @@ def mobilenet_v1_base(inputs, final_endpoint="Conv2d_13_pointwise", min_depth=8,
                     end_points[end_point] = net
                     if end_point == final_endpoint:
                         return net, end_points
-    raise AssertionError("unreachable: final_endpoint is checked up front")
 
 
 def _reduced_kernel_size_for_small_input(input_tensor, kernel_size):

@@ -142,7 +142,7 @@ class BatchNorm(_Swappable, LazyModuleMixin, nn.Module):
         return outputs if self.activation_fn is None else self.activation_fn(outputs)
 
     def tf_variable_names(self):
-        """Maps each ``state_dict`` key to its TF name relative to the layer scope."""
+        """Maps each ``state_dict`` key to its TF name, ``<tf_scope>/<key>`` (``BatchNorm/beta``)."""
         return {key: f"{self.tf_scope}/{key}" for key in self.state_dict(keep_vars=True)}
 
     def load_tf_checkpoint(self, path, scope="BatchNorm", strict=True):
