@@ -312,35 +312,84 @@ def reset_default_graph():
 
 
 def get_collection(key, scope=None):
-    """Returns collection ``key`` of the default graph; see :meth:`Graph.get_collection`."""
+    """Returns collection ``key`` of the default graph; see :meth:`Graph.get_collection`.
+
+    Args:
+        key: the collection's name (any hashable).
+        scope: optional regex; only items whose name ``re.match``es it.
+
+    Returns:
+        A new list of the items, in the order they were added.
+
+    Raises:
+        re.error: if ``scope`` is not a valid regex (and the collection not empty).
+    """
     return get_default_graph().get_collection(key, scope)
 
 
 def get_collection_ref(key):
-    """Returns the mutable list for collection ``key`` of the default graph."""
+    """Returns the mutable list for collection ``key`` of the default graph.
+
+    Args:
+        key: the collection's name; a missing collection is created empty.
+
+    Returns:
+        The list itself: changes to it change the collection.
+    """
     return get_default_graph().get_collection_ref(key)
 
 
 def add_to_collection(key, value):
-    """Appends ``value`` to collection ``key`` of the default graph."""
+    """Appends ``value`` to collection ``key`` of the default graph.
+
+    Args:
+        key: the collection's name.
+        value: any object.
+    """
     get_default_graph().add_to_collection(key, value)
 
 
 def add_to_collections(keys, value):
-    """Appends ``value`` to each of ``keys`` of the default graph."""
+    """Appends ``value`` to each of ``keys`` of the default graph, once per distinct key.
+
+    Args:
+        keys: a collection name, or an iterable of them.
+        value: any object.
+    """
     get_default_graph().add_to_collections(keys, value)
 
 
 def global_variables(scope=None):
-    """Returns the default graph's ``GLOBAL_VARIABLES`` collection."""
+    """Returns the default graph's ``GLOBAL_VARIABLES`` collection.
+
+    Args:
+        scope: optional regex on the variables' names (``re.match``).
+
+    Returns:
+        A new list of variables, in creation order.
+    """
     return get_collection(GraphKeys.GLOBAL_VARIABLES, scope)
 
 
 def trainable_variables(scope=None):
-    """Returns the default graph's ``TRAINABLE_VARIABLES`` collection."""
+    """Returns the default graph's ``TRAINABLE_VARIABLES`` collection.
+
+    Args:
+        scope: optional regex on the variables' names (``re.match``).
+
+    Returns:
+        A new list of variables, in creation order.
+    """
     return get_collection(GraphKeys.TRAINABLE_VARIABLES, scope)
 
 
 def model_variables(scope=None):
-    """Returns the default graph's ``MODEL_VARIABLES`` collection."""
+    """Returns the default graph's ``MODEL_VARIABLES`` collection.
+
+    Args:
+        scope: optional regex on the variables' names (``re.match``).
+
+    Returns:
+        A new list of variables, in creation order.
+    """
     return get_collection(GraphKeys.MODEL_VARIABLES, scope)

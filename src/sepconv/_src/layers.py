@@ -18,8 +18,6 @@ from .scope import (VariableScope, _StackedRegularizers, get_variable_scope, mod
 
 __all__ = ["batch_norm", "separable_conv2d", "separable_convolution2d"]
 
-_BATCH_NORM_PARAMS = ("beta", "gamma", "moving_mean", "moving_variance")
-
 
 def collect_named_outputs(collections, alias, outputs):
     """Adds ``outputs`` to ``collections`` with ``alias`` appended to ``outputs.aliases``."""
@@ -410,7 +408,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001,
     trainable = utils.check_flag(trainable, "trainable")
     training = utils.check_training(is_training)
     utils.check_callable(activation_fn, "activation_fn")
-    initializers = utils.check_params(param_initializers, "param_initializers", _BATCH_NORM_PARAMS)
+    initializers = utils.check_params(param_initializers, "param_initializers", tf_batch_norm.PARAMS)
     regularizers = utils.check_params(param_regularizers, "param_regularizers", ("beta", "gamma"))
     _check_collections(variables_collections, "variables_collections", allow_dict=True)
     _check_outputs_collections(outputs_collections)

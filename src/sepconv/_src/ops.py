@@ -1038,7 +1038,7 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
     if is_training:
         variance, mean = _batch_moments(x, reduce_dims, axis)
         count = x.numel() // max(x.shape[axis], 1)
-        corrected = fused is not False and inputs.dtype != torch.float64
+        corrected = runs_fused_kernel(inputs.dtype, fused)
         with torch.no_grad():
             bessel = count / max(count - 1, 1) if corrected else 1.0
             moving_mean.mul_(decay).add_(mean.detach().to(moving_mean.dtype), alpha=1 - decay)
@@ -1046,14 +1046,23 @@ def batch_norm(inputs, beta, gamma, moving_mean, moving_variance, *, decay, epsi
                                              alpha=1 - decay)
     else:
         mean, variance = moving_mean, moving_variance
+    scale, shift = _scale_and_shift(mean, variance, epsilon, gamma, beta)
+    outputs = x * scale.view(shape) + shift.view(shape)
+    return outputs.to(inputs.dtype) if inputs.dtype in _HALF_DTYPES else outputs
+
+
+def runs_fused_kernel(dtype, fused):
+    """Whether TF runs its fused kernel (``fused`` None or True) for inputs of ``dtype``."""
+    return fused is not False and dtype != torch.float64
+
+
+def _scale_and_shift(mean, variance, epsilon, gamma, beta, biases=None):
+    """``bn(y + b) = y * scale + shift`` for statistics ``mean``, ``variance``."""
     scale = torch.rsqrt(variance + epsilon)
     if gamma is not None:
         scale = scale * gamma
-    shift = -mean * scale
-    if beta is not None:
-        shift = shift + beta
-    outputs = x * scale.view(shape) + shift.view(shape)
-    return outputs.to(inputs.dtype) if inputs.dtype in _HALF_DTYPES else outputs
+    shift = -mean * scale if biases is None else (biases - mean) * scale
+    return scale, shift if beta is None else shift + beta
 
 
 def _batch_moments(inputs, reduce_dims, axis):
@@ -1083,12 +1092,7 @@ def fold_batch_norm(pointwise_weights, biases, moving_mean, moving_variance, bet
         ``(pointwise_weights, biases)``, the folded pair, same layouts.
     """
     def fold(w, b, mean, var, shift, g):
-        scale = torch.rsqrt(var + epsilon)
-        if g is not None:
-            scale = scale * g
-        bias = -mean * scale if b is None else (b - mean) * scale
-        if shift is not None:
-            bias = bias + shift
+        scale, bias = _scale_and_shift(mean, var, epsilon, g, shift, b)
         return w * scale, bias
 
     return _cached(("fold_bn", float(epsilon)),

@@ -13,14 +13,13 @@ from . import ops
 FUSED_MIN_EPSILON = 1.001e-5
 
 
-def runs_fused_kernel(dtype, fused):
-    """Whether TF runs its fused kernel (``fused`` None or True) for inputs of ``dtype``."""
-    return fused is not False and dtype != torch.float64
+# The names of batch norm's tensors (the keys of param_initializers and the like).
+PARAMS = ("beta", "gamma", "moving_mean", "moving_variance")
 
 
 def kernel_epsilon(epsilon, dtype, fused):
     """The epsilon TF adds to the variance: at least ``FUSED_MIN_EPSILON`` where its fused kernel runs."""
-    if runs_fused_kernel(dtype, fused):
+    if ops.runs_fused_kernel(dtype, fused):
         return max(epsilon, FUSED_MIN_EPSILON)
     return epsilon
 

@@ -82,18 +82,44 @@ def load_checkpoint(ckpt_dir_or_file):
 
 
 def NewCheckpointReader(filepattern):  # noqa: N802  (TF's name)
-    """TF's ``NewCheckpointReader``: a :class:`BundleReader` for the prefix ``filepattern``."""
+    """TF's ``NewCheckpointReader``: a :class:`BundleReader` for the prefix ``filepattern``.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError: as :class:`BundleReader`.
+    """
     return BundleReader(filepattern)
 
 
 def list_variables(ckpt_dir_or_file):
-    """Sorted ``[(name, shape)]`` of the tensors in a checkpoint (prefix or directory), as TF."""
+    """Sorted ``[(name, shape)]`` of the tensors in a checkpoint, as TF.
+
+    Args:
+        ckpt_dir_or_file: a checkpoint prefix, or a directory (its latest checkpoint).
+
+    Returns:
+        A list of ``(name, shape)`` pairs, shapes as lists of ints.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError: as :func:`load_checkpoint`.
+    """
     shapes = load_checkpoint(ckpt_dir_or_file).get_variable_to_shape_map()
     return [(name, shapes[name]) for name in sorted(shapes)]
 
 
 def load_variable(ckpt_dir_or_file, name):
-    """The value of tensor ``name`` (a trailing ``':0'`` is dropped) as a numpy array."""
+    """The value of tensor ``name`` (a trailing ``':0'`` is dropped) as a numpy array.
+
+    Args:
+        ckpt_dir_or_file: a checkpoint prefix, or a directory (its latest checkpoint).
+        name: the tensor's name in the checkpoint.
+
+    Returns:
+        A numpy array.
+
+    Raises:
+        TensorNotFoundError: no such tensor; CheckpointNotFoundError,
+            CheckpointError: as :func:`load_checkpoint`.
+    """
     if name.endswith(":0"):
         name = name[:-2]
     return load_checkpoint(ckpt_dir_or_file).get_tensor(name)

@@ -9,8 +9,6 @@ from .layer_utils import (_Swappable, _callable_name, _channel_axis, _check_inpu
                           _fill_, _is_uninitialized, _new_buffer, _new_param)
 from .tf_checkpoint import _load_tf_checkpoint
 
-_BATCH_NORM_PARAMS = ("beta", "gamma", "moving_mean", "moving_variance")
-
 
 def _check_epsilon(epsilon):
     value = utils.check_fraction(epsilon, "epsilon", 0.0, float("inf"), high_inclusive=False)
@@ -80,7 +78,7 @@ class BatchNorm(_Swappable, LazyModuleMixin, nn.Module):
         self.activation_fn = utils.check_callable(activation_fn, "activation_fn")
         self.data_format = utils.data_format(data_format)
         self.param_initializers = dict(utils.check_callable_values(
-            utils.check_params(param_initializers, "param_initializers", _BATCH_NORM_PARAMS),
+            utils.check_params(param_initializers, "param_initializers", tf_batch_norm.PARAMS),
             "param_initializers"))
         trainable = utils.check_bool(trainable, "trainable")
         self.fused = None if fused is None else utils.check_bool(fused, "fused")
