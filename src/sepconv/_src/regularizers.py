@@ -87,37 +87,29 @@ def l1_regularizer(scale, scope=None):
         ValueError: if ``scale`` is an integer or negative.
         TypeError: if ``scale`` is not a number.
     """
-    scale = _check_scale(scale)
-    if scale == 0.0:
-        _LOG.info("Scale of 0 disables regularizer.")
-        return _disabled
-    return _L1(scale, scope)
+    return _scaled(_L1, scale, scope)
 
 
 def l2_regularizer(scale, scope=None):
     """``scale * sum(w**2) / 2``, TF's ``l2_loss`` scaled.
 
-    Args:
-        scale: a float >= 0; 0 returns a regularizer that adds nothing.
-        scope: the name scope TF gave the loss op (kept for compatibility).
-
-    Returns:
-        A function ``weights -> scalar tensor`` (or ``-> None`` for scale 0).
-
-    Raises:
-        ValueError: if ``scale`` is an integer or negative.
-        TypeError: if ``scale`` is not a number.
+    Args, Returns and Raises as :func:`l1_regularizer`.
 
     Example:
         >>> import sepconv as sc, torch
         >>> float(sc.l2_regularizer(0.5)(torch.tensor([1.0, 2.0])))
         1.25
     """
+    return _scaled(_L2, scale, scope)
+
+
+def _scaled(penalty, scale, scope):
+    """``penalty(scale, scope)``, or a regularizer adding nothing for a scale of 0, as TF."""
     scale = _check_scale(scale)
     if scale == 0.0:
         _LOG.info("Scale of 0 disables regularizer.")
         return _disabled
-    return _L2(scale, scope)
+    return penalty(scale, scope)
 
 
 def sum_regularizer(regularizer_list, scope=None):
