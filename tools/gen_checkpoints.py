@@ -196,6 +196,21 @@ def tf_save(tensors, save_path, global_step=None):
             return saver.save(sess, save_path, global_step=global_step, write_meta_graph=False)
 
 
+def tf_save_relative(saver, save_dir):
+    """Initialises the default graph's variables and saves them as ``save_dir/model.ckpt``.
+
+    Saved from inside ``save_dir``, so that TF writes a relative path into ``checkpoint``.
+    """
+    cwd = os.getcwd()
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        os.chdir(save_dir)
+        try:
+            saver.save(sess, "./model.ckpt", write_meta_graph=False)
+        finally:
+            os.chdir(cwd)
+
+
 def tf_restore(tensors_like, prefix):
     """Restores variables shaped like ``tensors_like`` from ``prefix`` with a TF Saver."""
     graph = tf.Graph()
@@ -397,14 +412,7 @@ def run(tmp, write_fixtures):
         x = tf.compat.v1.Variable(np.arange(3, dtype=np.float32), name="x", use_resource=False)
         part = tf.compat.v1.get_variable("part/w", shape=[10, 4], use_resource=False,
                                          partitioner=tf.compat.v1.fixed_size_partitioner(3))
-        saver = tf.compat.v1.train.Saver([s, x, *part])
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            os.chdir(st_dir)
-            try:
-                saver.save(sess, "./model.ckpt", write_meta_graph=False)
-            finally:
-                os.chdir(cwd)
+        tf_save_relative(tf.compat.v1.train.Saver([s, x, *part]), st_dir)
     st_prefix = os.path.join(st_dir, "model.ckpt")
     values, meta = sepconv_read(st_prefix, tmp)
     tf_reader = tf.train.load_checkpoint(st_prefix)
@@ -489,15 +497,8 @@ def run(tmp, write_fixtures):
         graph = tf.Graph()
         with graph.as_default():
             v = tf.compat.v1.Variable(np.arange(4, dtype=np.float32), name="v", use_resource=False)
-            saver = tf.compat.v1.train.Saver([v], write_version=tf.compat.v1.train.SaverDef.V1,
-                                             sharded=sharded)
-            with tf.compat.v1.Session(graph=graph) as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                os.chdir(save_dir)
-                try:
-                    saver.save(sess, "./model.ckpt", write_meta_graph=False)
-                finally:
-                    os.chdir(cwd)
+            tf_save_relative(tf.compat.v1.train.Saver(
+                [v], write_version=tf.compat.v1.train.SaverDef.V1, sharded=sharded), save_dir)
         latest = tf.train.latest_checkpoint(save_dir)
         check(latest is not None and json.loads(sepconv("latest", save_dir)) == latest,
               "sharded=%s: latest_checkpoint agrees with TF's: %s (files %s)"
