@@ -230,13 +230,13 @@ def _only_torch_ops():
     own): no cache, no data-dependent branch, no compiled kernel (a ctypes
     call drops tangents and is never recorded), no custom autograd Function.
     """
-    compiler = getattr(torch, "compiler", None)
-    return ((compiler is not None and compiler.is_compiling()) or _jit_tracing()
-            or _forward_ad._current_level >= 0 or _functorch_level() is not None)
+    return (_is_compiling() or _jit_tracing() or _forward_ad._current_level >= 0
+            or _functorch_level() is not None)
 
 
-# torch.jit.is_tracing without its Python wrapper: this runs several times per call.
-_jit_tracing = getattr(torch._C, "_is_tracing", torch.jit.is_tracing)
+# Looked up once: this runs several times per call.
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+_jit_tracing = getattr(torch._C, "_is_tracing", torch.jit.is_tracing)  # without the Python wrapper
 _functorch_level = torch._C._functorch.maybe_current_level
 
 
