@@ -119,15 +119,20 @@ def test_3x3_kernel_interior_paths_match_reference(case, channels):
     assert len(_run(case)) == 1
 
 
-@pytest.mark.parametrize("batch, size, channels, outputs", [
-    (1, 3, 1100, 20),    # K above one GEMM pass (1024): partial sums stored and reloaded
-    (1, 7, 64, 1000),    # few rows, many weight panels: the two-phase schedule
-    (4, 30, 40, 33),     # many rows: depthwise tiles fused into their GEMM
+@pytest.mark.parametrize("batch, size, channels, outputs, stride", [
+    (1, 3, 1100, 20, (2, 1)),   # K above one GEMM pass (1024): partial sums stored and reloaded
+    (1, 7, 64, 1000, (2, 1)),   # few rows, many weight panels: the two-phase schedule
+    (4, 30, 40, 33, (2, 1)),    # many rows: depthwise tiles fused into their GEMM
+    # Fused tiles whose GEMM brings the next tile's input rows into L2 (column
+    # stride 2: no 8-pixel path), and 128 channels, whose 8-pixel path reads
+    # 6 lines of one L1 set.
+    (2, 64, 256, 24, (2, 2)),
+    (2, 24, 128, 20, (1, 1)),
 ])
-def test_kernel_schedules_match_reference(batch, size, channels, outputs):
+def test_kernel_schedules_match_reference(batch, size, channels, outputs, stride):
     case = dict(batch=batch, height=size, width=size, channels=channels, outputs=outputs,
                 kernel=(3, 3), bias=True, data_format="NHWC", noncontiguous=False, seed=3,
-                call=dict(stride=(2, 1), rate=(1, 1), padding="SAME"), activation="relu")
+                call=dict(stride=stride, rate=(1, 1), padding="SAME"), activation="relu")
     assert len(_run(case)) == 1
 
 

@@ -280,19 +280,20 @@ int64_t lines_per_l1_set(const Layer& L) {
 }
 
 // The path for the pixels of a 3x3 kernel away from the padding, or null.
-// Measured on the suite's unstrided layers, batch 16, 1 thread, the whole
-// forward against sum_of_products per pixel (median of 27 calls,
-// interleaved): depthwise_3x3_by_pixels took 112x112x32 -> 64 from 14.8 to
-// 13.1 ms and 19x19x728 from 68.6 to 66.6 ms, but 56x56x128 from 21.6 to
-// 22.5 ms and 28x28x256 from 19.3 to 19.8 ms (slower in seven of eight such
-// comparisons of the two layers, by 1-3.7%), where its lines share L1 sets
-// (lines_per_l1_set 6 and 9: the limit of 4 leaves room for the output's and
-// the prefetch's lines). With column stride 2 it was 1.3-2x slower than
-// sum_of_products at 64 and 128 channels and than depthwise_3x3_by_block at
-// 16, so strided layers do not take it.
+// Measured on the suite's unstrided layers, the whole forward against
+// sum_of_products per pixel (batch 16 and 1, 1 and 2 threads, median of 7
+// rounds, interleaved): depthwise_3x3_by_pixels took 112x112x32 -> 64 from
+// 14.8 to 13.1 ms (batch 16, 1 thread), 19x19x728 from 68.6 to 66.6 ms,
+// 56x56x128 from 19.4 to 18.0 ms (batch 1: 1.19 to 1.06 ms) and 28x28x256
+// from 16.8 to 16.4 ms, but 14x14x512 and 7x7x1024 1-3% slower, where 15 and
+// 30 of its lines fall in one L1 set (lines_per_l1_set; 6 and 9 at 56x56x128
+// and 28x28x256). Before the GEMM's row dispatchers were always inlined, it
+// measured 1-3.7% slower on 56x56x128 and 28x28x256 too. With column stride
+// 2 it was 1.3-2x slower than sum_of_products at 64 and 128 channels and
+// than depthwise_3x3_by_block at 16, so strided layers do not take it.
 InsidePath inside_path(const Layer& L) {
   if (L.kh != 3 || L.kw != 3) return nullptr;
-  if (L.sw == 1 && (L.rw == 1 || L.rw == 2) && lines_per_l1_set(L) <= 4)
+  if (L.sw == 1 && (L.rw == 1 || L.rw == 2) && lines_per_l1_set(L) <= 9)
     return L.rw == 1 ? depthwise_3x3_by_pixels<1> : depthwise_3x3_by_pixels<2>;
   return L.c <= 32 ? depthwise_3x3_by_block : nullptr;
 }
