@@ -112,7 +112,7 @@ def test_kernel_matches_reference(case):
 def test_3x3_kernel_interior_paths_match_reference(case, channels):
     """3x3 on images wide enough for the interior paths: with column stride 1 and rate 1 or 2,
     8 and 4 pixels at a time with their input columns shared; otherwise, up to 32 channels, the
-    weights held in registers along the row."""
+    weights held in registers along the row, and above 32 two pixels per weight load."""
     rate_h, rate_w = case["call"]["rate"]  # room for the dilated 3x3 window, also under VALID
     case = dict(case, kernel=(3, 3), channels=channels, height=case["height"] + 2 * rate_h,
                 width=case["width"] + 2 * rate_w + 8)
