@@ -349,22 +349,23 @@ int64_t lines_per_l1_set(const Layer& L) {
 }
 
 // The path for the pixels of a 3x3 kernel away from the padding, or null.
-// depthwise_3x3_by_pairs, where neither of the others runs, against
-// sum_of_products per pixel (interleaved, median of 7 rounds): batch 16, 2
-// threads, 16x112x112x64 s2 5.39 -> 5.17 ms, 16x56x56x128 -> 256 s2 4.60 ->
-// 4.55, 14x14x512 8.01 -> 7.95, 7x7x1024 7.72 -> 7.67; batch 1, 1 thread,
-// 1-4% faster on the same layers; training steps within -2.4% / +0.4%.
-// Measured on the suite's unstrided layers, the whole forward against
-// sum_of_products per pixel (batch 16 and 1, 1 and 2 threads, median of 7
-// rounds, interleaved): depthwise_3x3_by_pixels took 112x112x32 -> 64 from
-// 14.8 to 13.1 ms (batch 16, 1 thread), 19x19x728 from 68.6 to 66.6 ms,
-// 56x56x128 from 19.4 to 18.0 ms (batch 1: 1.19 to 1.06 ms) and 28x28x256
-// from 16.8 to 16.4 ms, but 14x14x512 and 7x7x1024 1-3% slower, where 15 and
-// 30 of its lines fall in one L1 set (lines_per_l1_set; 6 and 9 at 56x56x128
-// and 28x28x256). Before the GEMM's row dispatchers were always inlined, it
-// measured 1-3.7% slower on 56x56x128 and 28x28x256 too. With column stride
-// 2 it was 1.3-2x slower than sum_of_products at 64 and 128 channels and
-// than depthwise_3x3_by_block at 16, so strided layers do not take it.
+// Each measured as the whole forward against sum_of_products per pixel,
+// interleaved. depthwise_3x3_by_pixels: 112x112x32 -> 64 from 14.8 to 13.1
+// ms and 19x19x728 from 68.6 to 66.6 ms (batch 16, 1 thread, median of 27
+// calls); later (median of 7 rounds) 56x56x128 from 19.4 to 18.0 ms (batch
+// 1: 1.19 to 1.06 ms) and 28x28x256 from 16.8 to 16.4 ms, but 14x14x512 and
+// 7x7x1024 1-3% slower, where 15 and 30 of its lines fall in one L1 set
+// (lines_per_l1_set; 6 and 9 at 56x56x128 and 28x28x256). Before the GEMM's
+// row dispatchers were always inlined, it had measured 1-3.7% slower on
+// 56x56x128 and 28x28x256 too. With column stride 2 it was 1.3-2x slower
+// than sum_of_products at 64 and 128 channels and than
+// depthwise_3x3_by_block at 16, so strided layers do not take it.
+//
+// depthwise_3x3_by_pairs, where neither of the others runs (median of 7
+// rounds): batch 16, 2 threads, 16x112x112x64 s2 5.39 -> 5.17 ms,
+// 16x56x56x128 -> 256 s2 4.60 -> 4.55, 14x14x512 8.01 -> 7.95, 7x7x1024
+// 7.72 -> 7.67; batch 1, 1 thread, 1-4% faster on the same layers; training
+// steps within -2.4% / +0.4%.
 InsidePath inside_path(const Layer& L) {
   if (L.kh != 3 || L.kw != 3) return nullptr;
   if (L.sw == 1 && (L.rw == 1 || L.rw == 2) && lines_per_l1_set(L) <= 9)
@@ -680,7 +681,7 @@ void forward(const Layer& L, const Operands& op) {
       const int64_t t = item / groups, g = item % groups;
       const int64_t row0 = t * gemm_tile, rows = std::min(gemm_tile, m - row0);
       gemm_rows<false>(L, op, a.data() + row0 * L.c, row0, rows, g * group,
-                std::min(panels, (g + 1) * group));
+                       std::min(panels, (g + 1) * group));
     }
     if (L.stream) _mm_sfence();
   });
