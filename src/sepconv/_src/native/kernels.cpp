@@ -529,6 +529,26 @@ void for_row_blocks(int64_t rows, F f) {
   }
 }
 
+// Brings the bytes [begin, end) into L2 a few cache lines per step(),
+// spread over `steps` steps of work that reads no memory.
+class Prefetcher {
+ public:
+  Prefetcher() = default;
+  Prefetcher(const void* begin, const void* end, int64_t steps)
+      : next_(static_cast<const char*>(begin)), end_(static_cast<const char*>(end)),
+        per_step_(steps > 0 ? ((end_ - next_) / 64 + steps - 1) / steps : 0) {}
+
+  void step() {
+    for (int64_t i = 0; i < per_step_ && next_ < end_; ++i, next_ += 64)
+      _mm_prefetch(next_, _MM_HINT_T1);
+  }
+
+ private:
+  const char* next_ = nullptr;
+  const char* end_ = nullptr;
+  int64_t per_step_ = 0;
+};
+
 // The bytes of the input rows that output rows [row0, row1) read (every
 // image's output rows counted in order); empty if row1 <= row0.
 struct Bytes {
@@ -554,10 +574,10 @@ template <bool kAhead>
 __attribute__((target("avx2,fma"))) void gemm_rows(const Layer& L, const Operands& op,
                                                    const float* a, int64_t row0, int64_t rows,
                                                    int64_t p0, int64_t p1, Bytes ahead = {}) {
-  const int64_t calls = (p1 - p0) * ((rows + MR - 1) / MR) * ((L.c + KC - 1) / KC);
-  const int64_t per_call =
-      ((ahead.end - ahead.begin) / 64 + calls - 1) / std::max<int64_t>(calls, 1);
-  const char* next = ahead.begin;
+  Prefetcher prefetcher;
+  if constexpr (kAhead)
+    prefetcher = Prefetcher(ahead.begin, ahead.end,
+                            (p1 - p0) * ((rows + MR - 1) / MR) * ((L.c + KC - 1) / KC));
   for (int64_t k0 = 0; k0 < L.c; k0 += KC) {
     const int64_t kc = std::min(KC, L.c - k0);
     for (int64_t p = p0; p < p1; ++p) {
@@ -566,10 +586,7 @@ __attribute__((target("avx2,fma"))) void gemm_rows(const Layer& L, const Operand
       const Tile tile{k0 == 0, last, op.bias == nullptr ? nullptr : op.bias + p * NR,
                       std::min(NR, L.nout - p * NR), L.act, last && L.stream != 0};
       for_row_blocks(rows, [&](int64_t i, int64_t r) {
-        if constexpr (kAhead) {
-          for (int64_t q = 0; q < per_call && next < ahead.end; ++q, next += 64)
-            _mm_prefetch(next, _MM_HINT_T1);
-        }
+        if constexpr (kAhead) prefetcher.step();
         micro_kernel_rows(r, kc, a + i * L.c + k0, L.c, b, tile,
                           op.y + (row0 + i) * L.nout + p * NR, L.nout);
       });
@@ -995,26 +1012,6 @@ class WeightGradient {
   float* const gw_;
   std::vector<float> a_, b_;
   int64_t used_ = 0;
-};
-
-// Brings the bytes [begin, end) into L2 a few cache lines per step(),
-// spread over `steps` steps of work that reads no memory.
-class Prefetcher {
- public:
-  Prefetcher() = default;
-  Prefetcher(const void* begin, const void* end, int64_t steps)
-      : next_(static_cast<const char*>(begin)), end_(static_cast<const char*>(end)),
-        per_step_(steps > 0 ? ((end_ - next_) / 64 + steps - 1) / steps : 0) {}
-
-  void step() {
-    for (int64_t i = 0; i < per_step_ && next_ < end_; ++i, next_ += 64)
-      _mm_prefetch(next_, _MM_HINT_T1);
-  }
-
- private:
-  const char* next_ = nullptr;
-  const char* end_ = nullptr;
-  int64_t per_step_ = 0;
 };
 
 // The backward's loads of a row tile's output, output gradient and input
