@@ -443,6 +443,16 @@ def test_kernel_backward_edge_shapes_match_reference(channels, outputs, kernel):
     assert _training_step(*tensors, "relu", stride=(1, 2)) == (1, 1)
 
 
+@pytest.mark.parametrize("size, stride", [(13, (1, 1)), (25, (2, 2))])
+def test_kernel_backward_tiles_ending_inside_a_row_match_reference(size, stride):
+    """700 outputs: tiles of at most 93 pixels, so a 13x13 output is two tiles of 85, the second
+    starting in the middle of a row; each part of that row adds its own columns to the depthwise
+    weights' gradient. Two images or more per thread: the second reuses the first's buffers."""
+    tensors = _tensors(2 * max(2, torch.get_num_threads()), size, size, 64, 700, (3, 3), True,
+                       "NHWC", seed=14)
+    assert _training_step(*tensors, "relu", stride=stride) == (1, 1)
+
+
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3)])
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])

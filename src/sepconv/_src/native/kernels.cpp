@@ -708,10 +708,11 @@ void forward(const Layer& L, const Operands& op) {
 // Backward of a training step, whole images per thread: a thread's input
 // gradient writes never meet another thread's. Per row tile it recomputes the
 // depthwise output (cache-resident), masks the output gradient by the
-// activation, accumulates the pointwise and bias gradients and multiplies
+// activation, accumulates the pointwise and bias gradients, multiplies
 // back through the pointwise weights into the image's depthwise-output
-// gradient; per image, the depthwise stage's gradients follow from that. No
-// intermediate makes a round trip through memory.
+// gradient and adds the tile's part of the depthwise weights' gradient; per
+// image, the input gradient follows. No intermediate makes a round trip
+// through memory.
 struct Gradients {
   const float* gy;        // [n * oh * ow, nout]: gradient of the output
   const float* y;         // [n * oh * ow, nout]: the output (after the activation)
@@ -867,13 +868,15 @@ __attribute__((target("avx2,fma"))) void three_tap_gradient(const Layer& L, cons
     }
 }
 
-// gdw[tap * c + ch] += sum over one image's output pixels of gd (the depthwise
-// output's gradient, [oh * ow, c]) times the pixel of x (the image) the tap
-// reads. Row by row and kernel row by kernel row, the sums in registers along
-// the output row; for a 3-wide kernel, the columns where the three taps read
-// inside the image take them at once (two loads per multiply-add become four
-// per three), the others tap by tap.
-void depthwise_weight_gradient(const Layer& L, const float* x, const float* gd, float* gdw) {
+// gdw[tap * c + ch] += sum over output pixels [p0, p1) of one image (pixel
+// oy * ow + ox) of gd (the image's depthwise-output gradient, [oh * ow, c])
+// times the pixel of x (the image) the tap reads. Row by row and kernel row
+// by kernel row, the sums in registers along the output row; for a 3-wide
+// kernel, the columns where the three taps read inside the image take them
+// at once (two loads per multiply-add become four per three), the others tap
+// by tap.
+void depthwise_weight_gradient(const Layer& L, const float* x, const float* gd, int64_t p0,
+                               int64_t p1, float* gdw) {
   int64_t lo[kMaxTaps], hi[kMaxTaps];  // per kernel column: the output columns reading inside
   int64_t all_lo = 0, all_hi = L.ow;   // where every kernel column does
   for (int64_t kx = 0; kx < L.kw; ++kx) {
@@ -881,24 +884,28 @@ void depthwise_weight_gradient(const Layer& L, const float* x, const float* gd, 
     all_lo = std::max(all_lo, lo[kx]);
     all_hi = std::min(all_hi, hi[kx]);
   }
-  const bool three = L.kw == 3 && all_lo < all_hi;
-  for (int64_t oy = 0; oy < L.oh; ++oy) {
+  for (int64_t p = p0; p < p1;) {
+    const int64_t oy = p / L.ow, ox0 = p % L.ow, ox1 = std::min(L.ow, ox0 + (p1 - p));
+    const int64_t three_lo = std::max(all_lo, ox0), three_hi = std::min(all_hi, ox1);
+    const bool three = L.kw == 3 && three_lo < three_hi;
     const float* drow = gd + oy * L.ow * L.c;
     for (int64_t ky = 0; ky < L.kh; ++ky) {
       const int64_t iy = oy * L.sh - L.pad_top + ky * L.rh;
       if (iy < 0 || iy >= L.h) continue;
       const float* xrow = x + iy * L.w * L.c;
       float* acc = gdw + ky * L.kw * L.c;
-      if (three) three_tap_gradient(L, drow, xrow, all_lo, all_hi, acc);
+      if (three) three_tap_gradient(L, drow, xrow, three_lo, three_hi, acc);
       for (int64_t kx = 0; kx < L.kw; ++kx) {
+        const int64_t from = std::max(lo[kx], ox0), to = std::min(hi[kx], ox1);
         if (three) {  // the columns three_tap_gradient left out
-          tap_gradient(L, drow, xrow, kx, lo[kx], all_lo, acc + kx * L.c);
-          tap_gradient(L, drow, xrow, kx, all_hi, hi[kx], acc + kx * L.c);
+          tap_gradient(L, drow, xrow, kx, from, three_lo, acc + kx * L.c);
+          tap_gradient(L, drow, xrow, kx, three_hi, to, acc + kx * L.c);
         } else {
-          tap_gradient(L, drow, xrow, kx, lo[kx], hi[kx], acc + kx * L.c);
+          tap_gradient(L, drow, xrow, kx, from, to, acc + kx * L.c);
         }
       }
     }
+    p += ox1 - ox0;
   }
 }
 
@@ -1084,9 +1091,11 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
           });
         }
       }
+      // While the tile's input rows and gd rows are in cache: per image, this
+      // pass read both back from L3 or memory.
+      const int64_t p0 = row0 - img * pixels;
+      depthwise_weight_gradient(L, op.x + img * image, gd.data(), p0, p0 + rows, gdw);
     }
-    const float* x = op.x + img * image;
-    depthwise_weight_gradient(L, x, gd.data(), gdw);
     float* gx = g.gx + img * image;
     if (unstrided) {
       depthwise_rows(gather, Operands{gd.data(), flipped, nullptr, nullptr, nullptr, op.zeros, true},
