@@ -443,6 +443,15 @@ def test_kernel_backward_edge_shapes_match_reference(channels, outputs, kernel):
     assert _training_step(*tensors, "relu", stride=(1, 2)) == (1, 1)
 
 
+def test_an_input_gradient_beyond_the_cache_is_streamed_and_correct():
+    """2 x 128 x 160 x 128 floats: a 20 MiB input gradient, from 20 MiB on written a band of rows at
+    a time through a buffer in L1 by non-temporal stores."""
+    tensors = _tensors(max(2, torch.get_num_threads()), 128, 160, 128, 24, (3, 3), True, "NHWC",
+                       seed=15)
+    assert _training_step(*tensors, "relu") == (1, 1)
+    buffers.release()
+
+
 @pytest.mark.parametrize("size, stride", [(13, (1, 1)), (25, (2, 2))])
 def test_kernel_backward_tiles_ending_inside_a_row_match_reference(size, stride):
     """700 outputs: tiles of at most 93 pixels, so a 13x13 output is two tiles of 85, the second

@@ -909,50 +909,59 @@ void depthwise_weight_gradient(const Layer& L, const float* x, const float* gd, 
   }
 }
 
-// gx (one image) = for each input pixel, the sum over the taps that read it
-// of the reading output pixel's gradient (gd) times the tap weight: the
-// strided case, where a pixel is read by few taps. Each pixel is written
+// The input gradient in the strided case, where a pixel is read by few taps:
+// for each input pixel, the sum over the taps that read it of the reading
+// output pixel's gradient (gd) times the tap weight. Each pixel is written
 // once, so gx needs no zeroing.
-__attribute__((target("avx2,fma"))) void depthwise_input_gradient_strided(const Layer& L,
-                                                                          const float* dw,
-                                                                          const float* gd,
-                                                                          float* gx) {
-  const float* from[kMaxTaps];  // per tap reading this pixel: the reading output pixel's gradient
-  const float* weight[kMaxTaps];
-  int64_t ky_of[kMaxTaps], oy_of[kMaxTaps];
+class StridedInputGradient {
+ public:
   // Per input column ix, the kernel columns whose taps read it and the output
-  // columns reading: kx_of / ox_of[column_start[ix] .. column_start[ix + 1]).
-  std::vector<int64_t> column_start(L.w + 1, 0), kx_of, ox_of;
-  for (int64_t ix = 0; ix < L.w; ++ix) {
-    for (int64_t kx = 0; kx < L.kw; ++kx) {
-      const int64_t span = ix + L.pad_left - kx * L.rw;
-      if (span < 0 || span % L.sw != 0 || span / L.sw >= L.ow) continue;
-      kx_of.push_back(kx);
-      ox_of.push_back(span / L.sw);
-    }
-    column_start[ix + 1] = static_cast<int64_t>(kx_of.size());
-  }
-  for (int64_t iy = 0; iy < L.h; ++iy) {
-    int64_t rows = 0;  // the kernel rows whose taps read input row iy, and their output rows
-    for (int64_t ky = 0; ky < L.kh; ++ky) {
-      const int64_t span = iy + L.pad_top - ky * L.rh;
-      if (span >= 0 && span % L.sh == 0 && span / L.sh < L.oh) {
-        ky_of[rows] = ky;
-        oy_of[rows++] = span / L.sh;
-      }
-    }
+  // columns reading: kx_of_ / ox_of_[column_start_[ix] .. column_start_[ix + 1]).
+  explicit StridedInputGradient(const Layer& L) : L_(L), column_start_(L.w + 1, 0) {
     for (int64_t ix = 0; ix < L.w; ++ix) {
-      int64_t taps = 0;
-      for (int64_t i = column_start[ix]; i < column_start[ix + 1]; ++i) {
-        for (int64_t j = 0; j < rows; ++j) {
-          from[taps] = gd + (oy_of[j] * L.ow + ox_of[i]) * L.c;
-          weight[taps++] = dw + (ky_of[j] * L.kw + kx_of[i]) * L.c;
+      for (int64_t kx = 0; kx < L.kw; ++kx) {
+        const int64_t span = ix + L.pad_left - kx * L.rw;
+        if (span < 0 || span % L.sw != 0 || span / L.sw >= L.ow) continue;
+        kx_of_.push_back(kx);
+        ox_of_.push_back(span / L.sw);
+      }
+      column_start_[ix + 1] = static_cast<int64_t>(kx_of_.size());
+    }
+  }
+
+  // Input rows [iy0, iy1) of one image into gx (row iy0 first).
+  __attribute__((target("avx2,fma"))) void rows(const float* dw, const float* gd, int64_t iy0,
+                                                int64_t iy1, float* gx) const {
+    const Layer& L = L_;
+    const float* from[kMaxTaps];  // per tap reading this pixel: the reading output pixel's gradient
+    const float* weight[kMaxTaps];
+    int64_t ky_of[kMaxTaps], oy_of[kMaxTaps];
+    for (int64_t iy = iy0; iy < iy1; ++iy) {
+      int64_t rows = 0;  // the kernel rows whose taps read input row iy, and their output rows
+      for (int64_t ky = 0; ky < L.kh; ++ky) {
+        const int64_t span = iy + L.pad_top - ky * L.rh;
+        if (span >= 0 && span % L.sh == 0 && span / L.sh < L.oh) {
+          ky_of[rows] = ky;
+          oy_of[rows++] = span / L.sh;
         }
       }
-      sum_of_products(taps, L.c, from, weight, gx + (iy * L.w + ix) * L.c);
+      for (int64_t ix = 0; ix < L.w; ++ix) {
+        int64_t taps = 0;
+        for (int64_t i = column_start_[ix]; i < column_start_[ix + 1]; ++i) {
+          for (int64_t j = 0; j < rows; ++j) {
+            from[taps] = gd + (oy_of[j] * L.ow + ox_of_[i]) * L.c;
+            weight[taps++] = dw + (ky_of[j] * L.kw + kx_of_[i]) * L.c;
+          }
+        }
+        sum_of_products(taps, L.c, from, weight, gx + ((iy - iy0) * L.w + ix) * L.c);
+      }
     }
   }
-}
+
+ private:
+  const Layer& L_;
+  std::vector<int64_t> column_start_, kx_of_, ox_of_;
+};
 
 // Unstrided, the input gradient is a depthwise convolution of gd with the
 // kernel flipped and the padding mirrored: the forward's own depthwise code
@@ -1042,6 +1051,15 @@ struct TileAhead {
   }
 };
 
+// dst[0, count) = src[0, count) by non-temporal stores; dst 32-byte aligned,
+// count a multiple of 8.
+__attribute__((target("avx2,fma"))) void stream_copy(const float* src, int64_t count, float* dst) {
+  for (int64_t i = 0; i < count; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+}
+
+// From this size on the input gradient is streamed into memory (see backward_images).
+constexpr int64_t kStreamInputGradientBytes = int64_t{20} << 20;
+
 // One thread's images [begin, end); its weight and bias gradients are added
 // to gw [c, ldg] (pointwise) and rest: [kh * kw, c] depthwise, then [ldg] bias.
 __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const Operands& op,
@@ -1064,6 +1082,14 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
   // gradient can read every neighbour of a pixel.
   std::vector<float> d(tile * L.c), gt(tile * ldg, 0.0f), gd(pixels * L.c);
   WeightGradient weight_gradient(L, tile, ldg, gw);
+  const StridedInputGradient strided(L);
+  // The input gradient a band of rows at a time: where it is larger than the
+  // cache, into a buffer in L1 and from there to gx by non-temporal stores,
+  // which do not first read each line of gx from memory.
+  const int64_t band_rows = std::max<int64_t>(1, (int64_t{32} << 10) / (L.w * L.c * 4));
+  const bool stream_gx = unstrided && L.n * image * 4 >= kStreamInputGradientBytes &&
+                         reinterpret_cast<uintptr_t>(g.gx) % 32 == 0 && L.w * L.c % 8 == 0;
+  std::vector<float> band(stream_gx ? band_rows * L.w * L.c : 0);
   for (int64_t img = begin; img < end; ++img) {
     for (int64_t row0 = img * pixels; row0 < (img + 1) * pixels; row0 += tile) {
       const int64_t rows = std::min(tile, (img + 1) * pixels - row0);
@@ -1096,15 +1122,20 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
       const int64_t p0 = row0 - img * pixels;
       depthwise_weight_gradient(L, op.x + img * image, gd.data(), p0, p0 + rows, gdw);
     }
-    float* gx = g.gx + img * image;
-    if (unstrided) {
-      depthwise_rows(gather, Operands{gd.data(), flipped, nullptr, nullptr, nullptr, op.zeros, true},
-                     0, L.h * L.w, gx);
-    } else {
-      depthwise_input_gradient_strided(L, op.dw, gd.data(), gx);
+    for (int64_t iy0 = 0; iy0 < L.h; iy0 += band_rows) {
+      const int64_t iy1 = std::min(L.h, iy0 + band_rows);
+      float* gx = g.gx + img * image + iy0 * L.w * L.c;
+      float* dst = stream_gx ? band.data() : gx;
+      if (unstrided)
+        depthwise_rows(gather, Operands{gd.data(), flipped, nullptr, nullptr, nullptr, op.zeros, true},
+                       iy0 * L.w, iy1 * L.w, dst);
+      else
+        strided.rows(op.dw, gd.data(), iy0, iy1, dst);
+      if (stream_gx) stream_copy(band.data(), (iy1 - iy0) * L.w * L.c, gx);
     }
   }
   weight_gradient.flush();
+  if (stream_gx) _mm_sfence();  // streamed stores visible before the region ends
 }
 
 void backward(const Layer& L, const Operands& op, const Gradients& g) {
