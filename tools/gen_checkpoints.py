@@ -47,6 +47,7 @@ Fixtures written (about 65 KB in all):
   and ``sharded/model.ckpt-00000-of-00001``, each with TF's ``checkpoint`` file.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -196,19 +197,26 @@ def tf_save(tensors, save_path, global_step=None):
             return saver.save(sess, save_path, global_step=global_step, write_meta_graph=False)
 
 
+@contextlib.contextmanager
+def working_directory(path):
+    """Runs the block in ``path``, then returns to the current directory."""
+    cwd = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
 def tf_save_relative(saver, save_dir):
     """Initialises the default graph's variables and saves them as ``save_dir/model.ckpt``.
 
     Saved from inside ``save_dir``, so that TF writes a relative path into ``checkpoint``.
     """
-    cwd = os.getcwd()
     with tf.compat.v1.Session() as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
-        os.chdir(save_dir)
-        try:
+        with working_directory(save_dir):
             saver.save(sess, "./model.ckpt", write_meta_graph=False)
-        finally:
-            os.chdir(cwd)
 
 
 def tf_restore(tensors_like, prefix):
@@ -335,12 +343,8 @@ def run(tmp, write_fixtures):
     print("1. TF Saver -> sepconv BundleReader (fixture, %d variables)" % len(tensors))
     out_dir = os.path.join(tmp, "ckpt_tf")
     os.makedirs(out_dir)
-    cwd = os.getcwd()
-    os.chdir(out_dir)
-    try:  # a relative save path makes TF write a relative path into `checkpoint`
+    with working_directory(out_dir):  # a relative save path: TF writes a relative path into `checkpoint`
         prefix = tf_save(tensors, "./model.ckpt")
-    finally:
-        os.chdir(cwd)
     prefix = os.path.join(out_dir, os.path.basename(prefix))
     tf_values, tf_shapes, tf_dtypes = tf_read(prefix)
     check(set(tf_values) == set(tensors) and all(same(tf_values[k], tensors[k]) for k in tensors),
@@ -440,8 +444,7 @@ def run(tmp, write_fixtures):
             (os.path.join(tmp, "state_abs"), None, ["model-1", "model-2", "we\"ird 'näme'\t-3",
                                                   "ctl\x01\x0b\x1c\x7f-4", "line\u2028sep\x85-5"]),
             ("state_rel", None, ["model-1", "model-2"])]):
-        os.chdir(tmp)
-        try:
+        with working_directory(tmp):
             os.makedirs(save_dir)
             paths = [os.path.join(save_dir, p) for p in all_paths]
             for p in paths:
@@ -465,8 +468,6 @@ def run(tmp, write_fixtures):
                   "case %d: TF parses sepconv's state file" % case)
             check(json.loads(sepconv("latest", save_dir)) == tf.train.latest_checkpoint(save_dir),
                   "case %d: latest_checkpoint agrees: %s" % (case, tf.train.latest_checkpoint(save_dir)))
-        finally:
-            os.chdir(cwd)
 
     # -- 6. sc.train.Saver <-> tf.compat.v1.train.Saver, through the checkpoint directory ----
     print("6. sc.train.Saver <-> TF Saver (graph variables, `checkpoint` file, global_step)")
