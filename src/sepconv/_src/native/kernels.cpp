@@ -423,6 +423,26 @@ __attribute__((target("avx2,fma"))) inline void store_row(float* c, __m256 v0, _
   }
 }
 
+// Brings the bytes [begin, end) into L2 a few cache lines per step(),
+// spread over `steps` steps of work that reads no memory.
+class Prefetcher {
+ public:
+  Prefetcher() = default;
+  Prefetcher(const void* begin, const void* end, int64_t steps)
+      : next_(static_cast<const char*>(begin)), end_(static_cast<const char*>(end)),
+        per_step_(steps > 0 ? ((end_ - next_) / 64 + steps - 1) / steps : 0) {}
+
+  void step() {
+    for (int64_t i = 0; i < per_step_ && next_ < end_; ++i, next_ += 64)
+      _mm_prefetch(next_, _MM_HINT_T1);
+  }
+
+ private:
+  const char* next_ = nullptr;
+  const char* end_ = nullptr;
+  int64_t per_step_ = 0;
+};
+
 // What one micro-kernel call computes besides the product.
 struct Tile {
   bool first, last;    // the first / last pass over K: start from zero / add bias and activate
@@ -456,10 +476,9 @@ __attribute__((target("avx2,fma"), always_inline)) inline void panel_product(
 }
 
 // Calls f with std::integral_constant<int, rows> (rows <= MR): the row count
-// as a template argument for the micro-kernels. Always inlined, as are the
-// two dispatchers below: where GCC called it instead, copying the captures
-// for each micro-kernel call, 16x112x112x32 -> 64 (depth 32: short
-// micro-kernel calls) ran 16-20% slower.
+// as a template argument for the micro-kernels. Always inlined: where GCC
+// called it instead, copying the captures for each micro-kernel call,
+// 16x112x112x32 -> 64 (depth 32: short micro-kernel calls) ran 16-20% slower.
 template <typename F>
 __attribute__((always_inline)) inline void with_rows(int64_t rows, F f) {
   switch (rows) {
@@ -476,15 +495,15 @@ __attribute__((always_inline)) inline void with_rows(int64_t rows, F f) {
 // epilogue. A's rows are lda apart; with kPanelA, A is in NR-column panels
 // instead, lda apart: A[i, k] at a[k / NR * lda + i * NR + k % NR]. Either
 // way each sum runs in k order.
-template <int R, bool kPanelA = false>
-__attribute__((target("avx2,fma"))) void micro_kernel(int64_t kc, const float* a, int64_t lda,
-                                                      const float* b, const Tile& t, float* c,
-                                                      int64_t ldc) {
+template <int R, bool kPanelA>
+__attribute__((target("avx2,fma"), always_inline)) inline void micro_kernel(
+    int64_t kc, const float* a, int64_t lda, const float* b, const Tile& t, float* c, int64_t ldc) {
   __m256 lo[R], hi[R];
   if constexpr (kPanelA) {
-    for (int64_t k0 = 0; k0 < kc; k0 += NR)
+    panel_product<R>(std::min(NR, kc), a, NR, 1, b, NR, lo, hi);
+    for (int64_t k0 = NR; k0 < kc; k0 += NR)
       panel_product<R>(std::min(NR, kc - k0), a + k0 / NR * lda, NR, 1, b + k0 * NR, NR, lo, hi,
-                       k0 == 0);
+                       false);
   } else {
     panel_product<R>(kc, a, lda, 1, b, NR, lo, hi);
   }
@@ -515,52 +534,40 @@ __attribute__((target("avx2,fma"))) void micro_kernel(int64_t kc, const float* a
   }
 }
 
-template <bool kPanelA = false>
-__attribute__((always_inline)) inline void micro_kernel_rows(int64_t rows, int64_t kc,
-                                                              const float* a, int64_t lda,
-                                                              const float* b, const Tile& t,
-                                                              float* c, int64_t ldc) {
-  with_rows(rows, [&](auto r) {
-    micro_kernel<decltype(r)::value, kPanelA>(kc, a, lda, b, t, c, ldc);
-  });
-}
-
-// Calls f(i, r) for row blocks [i, i + r) covering [0, rows): as many blocks as
-// MR-row ones would take, their heights differing by at most one. 49 rows are
-// 4 blocks of 6 and 5 of 5, not 8 of 6 and one of 1, which reads the whole
-// weight panel for one row: in 1x7x7x1024 -> 1024 the 1-row calls took 8% of
-// the GEMM's samples (`perf`). Each row's sums do not depend on its block.
-template <typename F>
-void for_row_blocks(int64_t rows, F f) {
+// C[rows, cols] (+)= A[rows, kc] @ B[kc, NR] (B one packed panel) as
+// micro_kernel, in row blocks; ahead->step() (unless null) before each block.
+// As many blocks as MR-row ones would take, their heights differing by at most
+// one: 49 rows are 4 blocks of 6 and 5 of 5, not 8 of 6 and one of 1, which
+// reads the whole weight panel for one row (in 1x7x7x1024 -> 1024 the 1-row
+// calls took 8% of the GEMM's samples, `perf`). Each row's sums do not depend
+// on its block. The micro-kernels are inlined here, so that a panel is one
+// call, not one per block: 16x112x112x32 -> 64 (depth 32) 5-9% faster at
+// batch 16. Written out as below: the same loop through a helper struct or
+// a lambda measured 1.5-14% slower there.
+template <bool kPanelA, typename Ahead>
+__attribute__((target("avx2,fma"))) void micro_kernel_column(int64_t rows, int64_t kc,
+                                                             const float* a, int64_t lda,
+                                                             const float* b, const Tile& t,
+                                                             float* c, int64_t ldc, Ahead* ahead) {
   const int64_t blocks = (rows + MR - 1) / MR;
   if (blocks == 0) return;
   const int64_t height = rows / blocks, taller = rows % blocks;  // `taller` blocks get one more
-  for (int64_t b = 0, i = 0; b < blocks; ++b) {
-    const int64_t r = height + (b < taller ? 1 : 0);
-    f(i, r);
+  for (int64_t block = 0, i = 0; block < blocks; ++block) {
+    const int64_t r = height + (block < taller ? 1 : 0);
+    if (ahead != nullptr) ahead->step();
+    const float* ai = a + i * (kPanelA ? NR : lda);
+    float* ci = c + i * ldc;
+    switch (r) {
+      case 6: micro_kernel<6, kPanelA>(kc, ai, lda, b, t, ci, ldc); break;
+      case 5: micro_kernel<5, kPanelA>(kc, ai, lda, b, t, ci, ldc); break;
+      case 4: micro_kernel<4, kPanelA>(kc, ai, lda, b, t, ci, ldc); break;
+      case 3: micro_kernel<3, kPanelA>(kc, ai, lda, b, t, ci, ldc); break;
+      case 2: micro_kernel<2, kPanelA>(kc, ai, lda, b, t, ci, ldc); break;
+      default: micro_kernel<1, kPanelA>(kc, ai, lda, b, t, ci, ldc); break;
+    }
     i += r;
   }
 }
-
-// Brings the bytes [begin, end) into L2 a few cache lines per step(),
-// spread over `steps` steps of work that reads no memory.
-class Prefetcher {
- public:
-  Prefetcher() = default;
-  Prefetcher(const void* begin, const void* end, int64_t steps)
-      : next_(static_cast<const char*>(begin)), end_(static_cast<const char*>(end)),
-        per_step_(steps > 0 ? ((end_ - next_) / 64 + steps - 1) / steps : 0) {}
-
-  void step() {
-    for (int64_t i = 0; i < per_step_ && next_ < end_; ++i, next_ += 64)
-      _mm_prefetch(next_, _MM_HINT_T1);
-  }
-
- private:
-  const char* next_ = nullptr;
-  const char* end_ = nullptr;
-  int64_t per_step_ = 0;
-};
 
 // The bytes of the input rows that output rows [row0, row1) read (every
 // image's output rows counted in order); empty if row1 <= row0.
@@ -598,11 +605,8 @@ __attribute__((target("avx2,fma"))) void gemm_rows(const Layer& L, const Operand
       const bool last = k0 + kc == L.c;
       const Tile tile{k0 == 0, last, op.bias == nullptr ? nullptr : op.bias + p * NR,
                       std::min(NR, L.nout - p * NR), L.act, last && L.stream != 0};
-      for_row_blocks(rows, [&](int64_t i, int64_t r) {
-        if constexpr (kAhead) prefetcher.step();
-        micro_kernel_rows(r, kc, a + i * L.c + k0, L.c, b, tile,
-                          op.y + (row0 + i) * L.nout + p * NR, L.nout);
-      });
+      micro_kernel_column<false>(rows, kc, a + k0, L.c, b, tile, op.y + row0 * L.nout + p * NR,
+                                 L.nout, kAhead ? &prefetcher : nullptr);
     }
   }
 }
@@ -664,7 +668,7 @@ void forward(const Layer& L, const Operands& op) {
     // Enough tiles for every thread: each depthwise tile goes straight into its
     // GEMM. Each thread gets as many tiles: 1x56x56x128 at 2 threads took
     // 0.72 ms as 17 tiles and 0.67 ms as 18 smaller ones. Tiles need not be
-    // whole micro-kernel blocks (for_row_blocks): rounding them up to 6 rows
+    // whole micro-kernel blocks (micro_kernel_column): rounding them up to 6 rows
     // left the last one short, 1-5% of a batch-1 call on five layers.
     tiles = (tiles + threads - 1) / threads * threads;
     tile = (m + tiles - 1) / tiles;
@@ -1133,12 +1137,9 @@ __attribute__((target("avx2,fma"))) void backward_images(const Layer& L, const O
         for (int64_t p = 0; p < panels_c; ++p) {
           const Tile t{k0 == 0, k0 + kc == L.nout, nullptr, std::min(NR, L.c - p * NR), kNone,
                        false};
-          for_row_blocks(rows, [&](int64_t r, int64_t height) {
-            ahead.step();
-            micro_kernel_rows<true>(height, kc, gt + k0 / NR * panel + r * NR, panel,
-                              g.packed_t + (p * L.nout + k0) * NR, t,
-                              gd_rows + r * L.c + p * NR, L.c);
-          });
+          micro_kernel_column<true>(rows, kc, gt + k0 / NR * panel, panel,
+                                    g.packed_t + (p * L.nout + k0) * NR, t, gd_rows + p * NR, L.c,
+                                    &ahead);
         }
       }
       // While the tile's input rows and gd rows are in cache: per image, this
