@@ -452,9 +452,10 @@ struct Tile {
 };
 
 // lo[i] | hi[i] = sum over k < kc of A[i, k] * B[k, 0:16] (added onto them
-// where not `zero`), B's rows ldb apart, A[i, k] at a[i * a_row + k * a_col]. Inlined into each micro-kernel,
-// where R, and there a_row or a_col, are constants: every accumulator index
-// is a constant and the 2R accumulators live in registers.
+// where not `zero`), B's rows ldb apart, A[i, k] at a[i * a_row + k * a_col].
+// Inlined into each micro-kernel, where R, and there a_row or a_col, are
+// constants: every accumulator index is a constant and the 2R accumulators
+// live in registers.
 template <int R>
 __attribute__((target("avx2,fma"), always_inline)) inline void panel_product(
     int64_t kc, const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
