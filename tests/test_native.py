@@ -483,6 +483,43 @@ def test_kernel_backward_with_each_thread_count_matches_reference(threads):
         torch.set_num_threads(saved)
 
 
+def test_a_kernel_training_step_saves_the_input_weights_and_output_only():
+    """One autograd node for the step, holding no depthwise intermediate."""
+    x, dw, pw, b = (t.requires_grad_(True) for t in
+                    _tensors(max(2, torch.get_num_threads()), 6, 6, 8, 5, (3, 3), True, "NHWC", 16))
+    out = ops.separable_conv2d(x, dw, pw, b, activation="relu", stride=(2, 2))
+    node = out.grad_fn
+    while node is not None and type(node).__name__ != "_KernelSeparableFunctionBackward":
+        node = node.next_functions[0][0]
+    assert node is not None, "the step did not go through _KernelSeparableFunction"
+    rows = x.shape[0] * 3 * 3
+    saved = [tuple(t.shape) for t in node.saved_tensors if t is not None]
+    assert sorted(saved) == sorted([tuple(x.permute(0, 3, 1, 2).shape), tuple(dw.shape),
+                                    tuple(pw.shape), tuple(b.shape), (rows, 5)])
+    # The weights' gradients reach them through no other node: in TF's layouts.
+    assert {type(f).__name__ for f, _ in node.next_functions if f is not None} <= {
+        "AccumulateGrad", "PermuteBackward0"}
+
+
+def test_second_order_gradients_of_the_weights_alone_through_the_kernel_step():
+    """create_graph=True on a kernel step whose input needs no gradient: recomputed, differentiable."""
+    x, dw, pw, b = _tensors(max(2, torch.get_num_threads()), 7, 6, 8, 4, (3, 3), True, "NHWC", 17)
+    weights = [t.requires_grad_(True) for t in (dw, pw, b)]
+    with kernel_calls() as forwards, kernel_calls("separable_backward") as backwards:
+        out = ops.separable_conv2d(x, *weights, activation="relu6", stride=(2, 1))
+        grads = torch.autograd.grad(out.square().sum(), weights, create_graph=True)
+        got = torch.autograd.grad(sum(g.square().sum() for g in grads), weights)
+    # The forward ran in the kernel; the second order's path through the output's own
+    # gradient takes the kernel's first-order backward, the rest PyTorch's recomputation.
+    assert (len(forwards), len(backwards)) == (1, 1)
+    exact = [t.detach().double().requires_grad_(True) for t in weights]
+    expected_out = _reference(x, *exact, "relu6", stride=(2, 1))
+    exact_grads = torch.autograd.grad(expected_out.square().sum(), exact, create_graph=True)
+    want = torch.autograd.grad(sum(g.square().sum() for g in exact_grads), exact)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("variant", ["wide", "few-images"])
 def test_what_the_kernel_backward_does_not_cover_runs_the_torch_backward(variant):
     saved = torch.get_num_threads()
