@@ -894,11 +894,11 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
         tuple(spatial), tuple(depthwise_weights.shape[:2]), tuple(stride), tuple(rate), padding)
     x = _as_channels_last_nchw(inputs, data_format)
     library = _native_library(x, depthwise_weights, pointwise_weights, biases)
-    torch_rows = functools.partial(
-        _torch_rows, stride=tuple(stride), rate=tuple(rate), pads=pads, out_size=(out_h, out_w),
-        plan=(conv_padding, lead_zeros, needs_pad), activation=activation, needs_grad=needs_grad)
+    # _torch_rows' arguments after the operands: a tuple, as the kernel's inference needs none.
+    torch_args = (tuple(stride), tuple(rate), pads, (out_h, out_w),
+                  (conv_padding, lead_zeros, needs_pad), activation, needs_grad)
     if library is None:
-        rows = torch_rows(x, depthwise_weights, pointwise_weights, biases)
+        rows = _torch_rows(x, depthwise_weights, pointwise_weights, biases, *torch_args)
     else:
         # The kernel reads NHWC memory: a strided input pays one copy, here,
         # for the forward and the backward alike (as oneDNN's conv does on
@@ -914,13 +914,14 @@ def separable_conv2d(inputs, depthwise_weights, pointwise_weights=None, biases=N
                 _record(signature, _Repeat(library, x, depthwise_weights, rows.shape[1],
                                            geometry, activation, data_format))
         elif _kernel_takes_backward(x, pointwise_weights, (out_h, out_w)):
-            rows = _KernelSeparableFunction.apply(x, depthwise_weights, pointwise_weights, biases,
-                                                  library, geometry, activation, torch_rows)
+            rows = _KernelSeparableFunction.apply(
+                x, depthwise_weights, pointwise_weights, biases, library, geometry, activation,
+                lambda *operands: _torch_rows(*operands, *torch_args))
         else:
-            rows = torch_rows(x, depthwise_weights, pointwise_weights, biases,
-                              native_forward=functools.partial(
-                                  _native_rows, library, x, depthwise_weights, pointwise_weights,
-                                  biases, geometry, activation, True))
+            rows = _torch_rows(x, depthwise_weights, pointwise_weights, biases, *torch_args,
+                               native_forward=functools.partial(
+                                   _native_rows, library, x, depthwise_weights, pointwise_weights,
+                                   biases, geometry, activation, True))
     out = rows.view(inputs.shape[0], out_h, out_w, rows.shape[1])
     return out if data_format == "NHWC" else out.permute(0, 3, 1, 2)
 
